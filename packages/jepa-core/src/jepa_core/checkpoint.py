@@ -1,0 +1,117 @@
+"""Checkpoints: atomic writes, safe loading (``weights_only=True``), safetensors export."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A file that is not a usable checkpoint; the message says which file and why."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash or kill at any moment leaves either the old file or the new one, never a torn one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True`` (never runs pickled code).
+
+    ``.safetensors`` files are read with the safetensors package (a flat tensor dict).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:  # pragma: no cover - depends on the extra
+            raise CheckpointError("reading .safetensors needs `pip install jepa-core[safetensors]`") from e
+        try:
+            return load_file(str(path), device=str(map_location))
+        except Exception as e:
+            raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {e}") from e
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable checkpoint (truncated, corrupt or not a torch file): "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{str(path)!r} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write a flat tensor dict as safetensors (contiguous copies; shared storage is split)."""
+    try:
+        from safetensors.torch import save_file
+    except ImportError as e:  # pragma: no cover
+        raise CheckpointError("writing .safetensors needs `pip install jepa-core[safetensors]`") from e
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().clone() for k, v in state_dict.items()}, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+
+
+def step_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """``step-N.pt`` files in ``folder``, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_FILE.match(p.name))]
+    return sorted(found)
+
+
+def latest_valid(folder: str | Path) -> tuple[Path, dict] | None:
+    """The newest checkpoint in ``folder`` that loads (``latest.pt`` first, then ``step-N.pt``
+    newest first); unreadable files are reported and skipped."""
+    import logging
+
+    folder = Path(folder)
+    candidates = [folder / "latest.pt"] + [p for _, p in reversed(step_checkpoints(folder))]
+    best: tuple[int, Path, dict] | None = None
+    for p in candidates:
+        if not p.is_file():
+            continue
+        try:
+            obj = load(p)
+        except CheckpointError as e:
+            logging.getLogger(__name__).warning("skipping unreadable checkpoint: %s", e)
+            continue
+        step = int(obj.get("step", -1))
+        if best is None or step > best[0]:
+            best = (step, p, obj)
+    return None if best is None else (best[1], best[2])

@@ -1,0 +1,82 @@
+"""The `jepa` command: pretrain, eval, list, config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from jepa_core import registry
+from jepa_core.config import ConfigError, to_dict
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jepa", description="Joint-Embedding Predictive Architectures.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pt = sub.add_parser("pretrain", help="pretrain a method (default preset: demo)")
+    pt.add_argument("method", help="method name, e.g. ijepa (see `jepa list`)")
+    pt.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=5e-4 data.batch_size=64")
+    pt.add_argument("--preset", help="preset name (see `jepa list`)")
+    pt.add_argument("--config", help="YAML file merged over the preset")
+    pt.add_argument("--run-dir", help="run folder (default runs/<method>-<preset>-<time>)")
+    pt.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
+
+    ev = sub.add_parser("eval", help="probe the frozen encoder of a run folder")
+    ev.add_argument("run_dir")
+    ev.add_argument("overrides", nargs="*", help="dotted overrides of the eval section, e.g. eval.train_samples=5000")
+
+    sub.add_parser("list", help="installed methods, presets and evaluators")
+
+    cf = sub.add_parser("config", help="print the resolved config of a method and preset")
+    cf.add_argument("method")
+    cf.add_argument("overrides", nargs="*")
+    cf.add_argument("--preset")
+    cf.add_argument("--config")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "pretrain":
+            from jepa_core.run import pretrain
+
+            summary = pretrain(args.method, args.preset, args.config, args.overrides, args.run_dir, args.resume)
+            _print_summary(summary)
+        elif args.command == "eval":
+            from jepa_core.run import evaluate_run
+
+            summary = evaluate_run(args.run_dir, args.overrides)
+            _print_summary(summary)
+        elif args.command == "list":
+            for name in registry.methods():
+                spec = registry.get_method(name)
+                presets = ", ".join(spec.preset_paths()) or "-"
+                print(f"{name:10s} {spec.description}\n{'':10s} presets: {presets} (default {spec.default_preset})")
+            print(f"evaluators: {', '.join(registry.evaluators()) or 'none (pip install jepa-eval)'}")
+        elif args.command == "config":
+            import yaml
+
+            spec = registry.get_method(args.method)
+            cfg = spec.load_config(args.preset, args.config, args.overrides)
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"jepa: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    ev = summary.pop("evaluation_markdown", None)
+    print(json.dumps({k: v for k, v in summary.items() if k != "evaluation"}, indent=2))
+    if ev:
+        print(ev)
+    elif "evaluation" in summary:
+        print(json.dumps(summary["evaluation"], indent=2))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

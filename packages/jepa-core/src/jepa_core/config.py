@@ -1,0 +1,233 @@
+"""Typed configs: dataclasses filled from YAML presets, files and dotted command-line overrides,
+with errors that name the key and list the valid ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key and the fix."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation and schedules. Defaults: I-JEPA ViT-H/14 IN-1K (ijepa:configs/in1k_vith14_ep300.yaml)."""
+
+    epochs: float = 300
+    ipe: int | None = None  # iterations per epoch; None = len(loader) (drop_last), as I-JEPA
+    ipe_scale: float = 1.0  # schedules run over int(ipe_scale * epochs * ipe) steps
+    warmup: float = 40  # epochs of linear LR warm-up
+    start_lr: float = 2e-4
+    lr: float = 1e-3
+    final_lr: float = 1e-6
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    weight_decay: float = 0.04
+    final_weight_decay: float = 0.4
+    ema: tuple[float, float] = (0.996, 1.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    clip_grad: float | None = None  # I-JEPA: none; V-JEPA: 10 after warm-up
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int | None = None  # stop early; the schedules keep their full length
+
+
+@dataclass
+class TrainConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA
+    seed: int = 0
+    run_dir: str | None = None  # default runs/<method>-<preset>
+    checkpoint_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
+    keep_checkpoints: int = 2  # step-N.pt files kept beside latest.pt
+    log_every: int = 10
+    progress: bool = True
+    tensorboard: bool = False
+    num_threads: int | None = None  # torch intra-op threads on CPU
+    max_bad_fraction: float = 0.01  # corrupt samples are skipped and counted; stop above this
+
+
+@dataclass
+class EvalConfig:
+    """Probes run at the end of `jepa pretrain` (jepa-eval), on the frozen target encoder."""
+
+    enabled: bool = True
+    batch_size: int = 256
+    train_samples: int | None = None  # labeled training images for the probes; None = all
+    knn_k: tuple[int, ...] = (10, 20, 200)
+    knn_temperature: float = 0.07
+    random_baseline: bool = True
+    raw_baseline: bool = True
+
+
+@dataclass
+class BaseConfig:
+    method: str = ""
+    preset: str = ""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"config key {key!r} expects {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config key {key!r} must be one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} is a section; give a mapping, got {value!r}")
+        return from_dict(tp, value, key)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} expects a list, got {value!r} ({type(value).__name__})")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"config key {key!r} expects {len(args)} values, got {len(value)}: {value!r}")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} expects a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r} expects true/false, got {value!r} ({type(value).__name__})")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key {key!r} expects an integer, got {value!r} ({type(value).__name__})")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key {key!r} expects a number, got {value!r} ({type(value).__name__})")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key {key!r} expects a string, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        where = f"section {prefix!r}" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown config key {'.'.join(filter(None, [prefix, unknown[0]]))!r} in {where}; "
+            f"valid keys: {', '.join(names)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], ".".join(filter(None, [prefix, k]))) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain nested dict/list form (tuples become lists) for YAML."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["optim.lr=1e-3", "mask.aspect_ratio=[0.5,2]"]`` -> nested dict; values parsed as YAML."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else None
+        # YAML reads 1e-3 as a string; numbers with exponents should be numbers.
+        if isinstance(value, str):
+            try:
+                value = float(value) if any(c in value for c in "eE.") else value
+            except ValueError:
+                pass
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _fix_yaml_floats(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _fix_yaml_floats(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_fix_yaml_floats(v) for v in d]
+    if isinstance(d, str):
+        try:
+            return float(d) if any(c in d for c in "eE") and d[0] in "0123456789.-+" else d
+        except ValueError:
+            return d
+    return d
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return _fix_yaml_floats(data)
+
+
+def dump_yaml(obj: Any, path: str | Path) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(to_dict(obj), f, sort_keys=False)

@@ -1,0 +1,126 @@
+"""Data plumbing shared by every modality: a resumable distributed batch sampler whose batches
+are a pure function of (seed, step, rank), per-sample seeding of augmentations, and skipping of
+corrupt samples with a count."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler, default_collate
+
+log = logging.getLogger(__name__)
+
+
+class CorruptSampleError(RuntimeError):
+    """Raised by a dataset for a sample that cannot be decoded; the loader skips and counts it."""
+
+
+@dataclass
+class Stamped:
+    """A sample (or None when it was corrupt) with the training step it belongs to."""
+
+    sample: Any
+    step: int
+
+
+def _mix(*parts: int) -> int:
+    from jepa_core.masks.multiblock import mix_seed
+
+    return mix_seed(*parts)
+
+
+class StepBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Yields the batches of steps ``start_step .. total_steps - 1`` as ``[(index, step), ...]``.
+
+    Each epoch is a fresh permutation seeded by (seed, epoch), split across ranks like
+    ``DistributedSampler`` (rank r takes every world-th index), batches drop the remainder.
+    Because a batch depends only on (seed, epoch, step, rank), resuming at any step gives
+    exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(
+        self,
+        dataset_size: int,
+        batch_size: int,
+        total_steps: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        start_step: int = 0,
+        shuffle: bool = True,
+    ):
+        self.n, self.batch_size, self.total_steps = dataset_size, batch_size, total_steps
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.start_step, self.shuffle = start_step, shuffle
+        self.steps_per_epoch = (dataset_size // world_size) // batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"dataset of {dataset_size} samples is smaller than one global batch "
+                f"({batch_size} x {world_size} processes); lower data.batch_size or add data"
+            )
+
+    def epoch_indices(self, epoch: int) -> torch.Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(_mix(self.seed, epoch, 0x5A4D))
+            perm = torch.randperm(self.n, generator=g)
+        else:
+            perm = torch.arange(self.n)
+        per_rank = self.n // self.world_size
+        return perm[self.rank : per_rank * self.world_size : self.world_size]
+
+    def __iter__(self):
+        epoch, cached = -1, None
+        for step in range(self.start_step, self.total_steps):
+            e, pos = divmod(step, self.steps_per_epoch)
+            if e != epoch:
+                epoch, cached = e, self.epoch_indices(e)
+            idx = cached[pos * self.batch_size : (pos + 1) * self.batch_size].tolist()
+            yield [(i, step) for i in idx]
+
+    def __len__(self) -> int:
+        return max(self.total_steps - self.start_step, 0)
+
+
+class StampedDataset(Dataset):
+    """Wraps a map-style dataset for :class:`StepBatchSampler`.
+
+    Seeds ``torch`` and ``random`` from (seed, step, index) before each sample, so random
+    augmentations are the same with any number of workers and after a resume. A sample whose
+    dataset raises :class:`CorruptSampleError` comes back as ``Stamped(None, step)``.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Stamped:
+        index, step = key
+        s = _mix(self.seed, step, index)
+        torch.manual_seed(s)
+        random.seed(s)
+        try:
+            return Stamped(self.dataset[index], step)
+        except CorruptSampleError as err:
+            log.warning("skipping corrupt sample %d: %s", index, err)
+            return Stamped(None, step)
+
+
+def collate_stamped(samples: list) -> tuple[Any, int | None, int]:
+    """Collate samples that may be :class:`Stamped`; drop corrupt ones.
+
+    Returns ``(collated, step or None, number of corrupt samples dropped)``.
+    """
+    step = None
+    if samples and isinstance(samples[0], Stamped):
+        step = samples[0].step
+        samples = [s.sample for s in samples]
+    good = [s for s in samples if s is not None]
+    if not good:
+        raise CorruptSampleError(f"every sample of the batch at step {step} was corrupt")
+    return default_collate(good), step, len(samples) - len(good)

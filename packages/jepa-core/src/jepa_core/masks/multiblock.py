@@ -1,0 +1,186 @@
+"""I-JEPA multi-block masks, vectorised over the batch.
+
+Follows the official collator (ijepa:src/masks/multiblock.py; reference A.2) step for step:
+
+1. One target-block size and one context-block size per *batch*, each from a single uniform
+   ``r`` that sets both the scale and the aspect ratio (the official correlation quirk);
+   ``h = round(sqrt(k * a))``, ``w = round(sqrt(k / a))``, then shrunk until ``h < H`` and
+   ``w < W``. The context block is square (aspect (1, 1)).
+2. Positions ``top ~ U{0, H - h - 1}``, ``left ~ U{0, W - w - 1}`` (the official exclusive upper
+   bound: a block never touches the last row or column).
+3. The context block is intersected with the complement of every target block (context and
+   targets disjoint) and accepted only if it keeps *more than* ``min_keep`` tokens; after 20
+   failed tries the last complement is dropped from the constraint, and so on.
+4. Indices are raster-sorted; every mask of a kind is truncated to the batch minimum, keeping
+   the first indices in raster order.
+
+Differences, each behind a flag with the official behaviour as default:
+
+- ``fix_position_bound=True`` uses inclusive position bounds and lets a block span the whole
+  grid (ijepa PR #40 / #59).
+- ``min_keep_context`` sets a separate minimum for the context (the official ``min_keep``
+  applies to targets and context alike, which makes small grids with small targets hang).
+
+Not reproduced: the official code draws positions from the process-global RNG; we draw them
+from the seeded per-batch generator, so a batch's masks are a pure function of (seed, step)
+and a resumed run sees the same masks. The Python loop over images is replaced by batched
+tensor operations (the distribution is the same; the random stream is not).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+TRIES_PER_LEVEL = 20  # official `timeout` before a target complement is dropped
+
+
+@dataclass
+class MultiBlockMaskConfig:
+    """Defaults are the released I-JEPA configs (ijepa:configs/*.yaml ``mask`` section), not the
+    class defaults of the official collator (which are scale 0.2-0.8, aspect 0.3-3, npred 2)."""
+
+    enc_mask_scale: tuple[float, float] = (0.85, 1.0)
+    pred_mask_scale: tuple[float, float] = (0.15, 0.2)
+    aspect_ratio: tuple[float, float] = (0.75, 1.5)
+    num_enc_masks: int = 1
+    num_pred_masks: int = 4
+    min_keep: int = 10
+    allow_overlap: bool = False
+    fix_position_bound: bool = False
+    min_keep_context: int | None = None
+
+
+class MultiBlockMaskGenerator:
+    """Samples ``(masks_enc, masks_pred)`` for a batch on a ``grid_h x grid_w`` token grid."""
+
+    def __init__(self, cfg: MultiBlockMaskConfig, grid_h: int, grid_w: int | None = None):
+        self.cfg = cfg
+        self.H, self.W = grid_h, grid_w if grid_w is not None else grid_h
+        self.min_keep_ctx = cfg.min_keep if cfg.min_keep_context is None else cfg.min_keep_context
+
+    def block_size(self, generator: torch.Generator, scale, aspect) -> tuple[int, int]:
+        r = torch.rand(1, generator=generator).item()
+        mask_scale = scale[0] + r * (scale[1] - scale[0])
+        k = int(self.H * self.W * mask_scale)
+        a = aspect[0] + r * (aspect[1] - aspect[0])  # the same r: the official quirk
+        h, w = int(round(math.sqrt(k * a))), int(round(math.sqrt(k / a)))
+        if self.cfg.fix_position_bound:
+            h, w = min(h, self.H), min(w, self.W)
+        else:
+            h, w = min(h, self.H - 1), min(w, self.W - 1)
+        return max(h, 1), max(w, 1)
+
+    def _blocks(self, shape: tuple[int, ...], h: int, w: int, g: torch.Generator) -> torch.Tensor:
+        """Boolean blocks of size h x w at random positions: ``[*shape, H, W]``."""
+        extra = 1 if self.cfg.fix_position_bound else 0
+        top = torch.randint(0, max(self.H - h + extra, 1), shape, generator=g)
+        left = torch.randint(0, max(self.W - w + extra, 1), shape, generator=g)
+        rows = torch.arange(self.H)
+        cols = torch.arange(self.W)
+        in_rows = (rows >= top[..., None]) & (rows < (top + h)[..., None])
+        in_cols = (cols >= left[..., None]) & (cols < (left + w)[..., None])
+        return in_rows[..., :, None] & in_cols[..., None, :]
+
+    def _context(self, B: int, h: int, w: int, complements: torch.Tensor | None, g) -> torch.Tensor:
+        """One context mask per sample, ``[B, H, W]``, by the official relax-after-20-tries rule."""
+        out = torch.zeros(B, self.H, self.W, dtype=torch.bool)
+        todo = torch.arange(B)
+        n_regions = 0 if complements is None else complements.shape[1]
+        for dropped in range(n_regions + 1):
+            if len(todo) == 0:
+                break
+            cand = self._blocks((len(todo), TRIES_PER_LEVEL), h, w, g)
+            keep = n_regions - dropped
+            if keep > 0:
+                allowed = complements[todo, :keep].all(dim=1)  # [b, H, W]
+                cand = cand & allowed[:, None]
+            valid = cand.flatten(2).sum(-1) > self.min_keep_ctx  # [b, tries]
+            has = valid.any(dim=1)
+            first = valid.to(torch.int8).argmax(dim=1)
+            done = todo[has]
+            out[done] = cand[has, first[has]]
+            todo = todo[~has]
+        # The last level has no constraint, and sample() checked that a bare block keeps more
+        # than the minimum, so every row is done by now.
+        return out
+
+    def sample(
+        self, batch_size: int, generator: torch.Generator
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        cfg = self.cfg
+        ph, pw = self.block_size(generator, cfg.pred_mask_scale, cfg.aspect_ratio)
+        eh, ew = self.block_size(generator, cfg.enc_mask_scale, (1.0, 1.0))
+        if ph * pw <= cfg.min_keep:
+            raise ValueError(
+                f"target blocks of {ph}x{pw} tokens can never keep more than min_keep={cfg.min_keep} "
+                f"tokens on a {self.H}x{self.W} grid (the official collator would loop forever); "
+                "lower mask.min_keep or raise mask.pred_mask_scale"
+            )
+        if eh * ew <= self.min_keep_ctx:
+            raise ValueError(
+                f"context blocks of {eh}x{ew} tokens can never keep more than "
+                f"{self.min_keep_ctx} tokens; lower mask.min_keep_context / mask.min_keep"
+            )
+        targets = self._blocks((batch_size, cfg.num_pred_masks), ph, pw, generator)  # [B, P, H, W]
+        complements = None if cfg.allow_overlap else ~targets
+        contexts = torch.stack(
+            [self._context(batch_size, eh, ew, complements, generator) for _ in range(cfg.num_enc_masks)], 1
+        )
+        return to_indices(contexts.flatten(2)), to_indices(targets.flatten(2))
+
+
+def to_indices(masks: torch.Tensor) -> list[torch.Tensor]:
+    """Boolean ``[B, M, N]`` -> M LongTensors ``[B, K]`` of raster-sorted kept indices, truncated
+    to the smallest count over the batch and the M masks (keeping the first indices)."""
+    k = int(masks.sum(-1).min())
+    order = torch.argsort((~masks).to(torch.uint8), dim=-1, stable=True)[..., :k]
+    return list(order.unbind(1))
+
+
+class MultiBlockMaskCollator:
+    """``collate_fn`` that batches ``(image, label)`` samples and adds I-JEPA masks.
+
+    Samples may carry a step stamp (:class:`jepa_core.data.Stamped`, from
+    :class:`jepa_core.data.StepBatchSampler`): the masks then depend only on (seed, rank, step),
+    so they are the same with any number of workers and after a resume. Without stamps an
+    internal counter stands in, as in the official collator.
+    Returns ``{"images", "labels", "masks_enc", "masks_pred", "num_bad"}``.
+    """
+
+    def __init__(
+        self, cfg: MultiBlockMaskConfig, input_size: int | tuple[int, int], patch_size: int, seed: int = 0, rank: int = 0
+    ):
+        h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+        self.generator = MultiBlockMaskGenerator(cfg, h // patch_size, w // patch_size)
+        self.seed, self.rank = seed, rank
+        self._counter = -1
+
+    def __call__(self, samples: list) -> dict:
+        from jepa_core.data import collate_stamped
+
+        images_labels, step, num_bad = collate_stamped(samples)
+        if step is None:
+            self._counter += 1
+            step = self._counter
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, step, 0x6D61736B))
+        images = images_labels[0]
+        masks_enc, masks_pred = self.generator.sample(images.shape[0], g)
+        return {
+            "images": images,
+            "labels": images_labels[1] if len(images_labels) > 1 else None,
+            "masks_enc": masks_enc,
+            "masks_pred": masks_pred,
+            "num_bad": num_bad,
+        }
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (splitmix64 steps), stable across processes."""
+    x = 0x9E3779B97F4A7C15
+    for p in parts:
+        x = (x ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        x = (x ^ (x >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+    return x & 0x7FFFFFFFFFFFFFFF

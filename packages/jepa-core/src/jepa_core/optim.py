@@ -1,0 +1,25 @@
+"""Optimizer parameter groups with the official no-decay rule."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def param_groups(modules: dict[str, nn.Module]) -> list[dict]:
+    """Two groups per module: decayed and not decayed.
+
+    A parameter is not decayed if its name contains ``bias`` or it is 1-D (LayerNorm weights);
+    mask tokens ``[1, 1, D]`` and position tables are decayed (they are >= 2-D), as in the
+    official ``init_opt`` (ijepa:src/helper.py). Frozen parameters are left out. Groups carry
+    ``WD_exclude`` so that the weight-decay schedule skips the no-decay groups.
+    """
+    decayed, not_decayed = [], []  # official order: all decayed groups, then the others
+    for name, module in modules.items():
+        decay, no_decay = [], []
+        for pname, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if ("bias" in pname or p.ndim == 1) else decay).append(p)
+        decayed.append({"name": f"{name}.decay", "params": decay})
+        not_decayed.append({"name": f"{name}.no_decay", "params": no_decay, "WD_exclude": True, "weight_decay": 0.0})
+    return [g for g in decayed + not_decayed if g["params"]]

@@ -1,0 +1,167 @@
+"""`jepa pretrain`: build a method from the registry, train it, evaluate it, write the run folder.
+
+```
+runs/<method>-<preset>-<time>/
+  config.yaml  checkpoints/  metrics.csv  plots/  report.md  (eval/results.json)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jepa_core import registry
+from jepa_core.config import ConfigError, dump_yaml, to_dict
+from jepa_core.distributed import init_distributed, resolve_device
+from jepa_core.plots import plot_metrics
+from jepa_core.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def _default_run_dir(cfg, root: Path = Path("runs")) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return root / f"{cfg.method}-{cfg.preset or 'custom'}-{stamp}"
+
+
+def _newest_run(method: str, preset: str, root: Path = Path("runs")) -> Path | None:
+    runs = sorted(p for p in root.glob(f"{method}-{preset}-*") if (p / "checkpoints").is_dir())
+    return runs[-1] if runs else None
+
+
+def pretrain(
+    method: str,
+    preset: str | None = None,
+    config_file: str | None = None,
+    overrides: list[str] | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Run a method's pretraining end to end and return a summary (also written to report.md)."""
+    spec = registry.get_method(method)
+    cfg = spec.load_config(preset, config_file, overrides)
+    if run_dir is None:
+        run_dir = cfg.train.run_dir
+    if run_dir is None and resume:
+        run_dir = _newest_run(cfg.method, cfg.preset)
+        if run_dir is None:
+            raise ConfigError(f"--resume: no earlier run of {cfg.method}-{cfg.preset} under runs/; give --run-dir")
+    run_dir = Path(run_dir) if run_dir is not None else _default_run_dir(cfg)
+    if not resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue it, or another --run-dir")
+
+    device = resolve_device(cfg.train.device)
+    dist = init_distributed(device)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    torch.manual_seed(cfg.train.seed)
+    model = spec.build_model(cfg)
+    dataset, collate = spec.build_train_data(cfg, dist.rank, dist.world_size)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_yaml(cfg, run_dir / "config.yaml")
+        log.info("run folder: %s", run_dir)
+        if spec.on_run_start is not None:
+            spec.on_run_start(cfg, run_dir, dataset)
+    data_cfg = getattr(cfg, "data", None)
+    trainer = Trainer(
+        model, dataset, collate, cfg.optim, cfg.train, run_dir,
+        batch_size=getattr(data_cfg, "batch_size", 32),
+        num_workers=getattr(data_cfg, "num_workers", 0),
+        pin_memory=getattr(data_cfg, "pin_memory", False),
+        config_dict=to_dict(cfg),
+    )
+    fit = trainer.fit(resume=resume)
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir), "steps": fit.steps, "final_loss": fit.final_loss,
+        "train_seconds": round(fit.seconds, 1), "samples_per_second": round(fit.samples_per_second, 1),
+        "bad_samples": fit.bad_samples,
+    }
+    if not dist.is_main:
+        return summary
+    plot_metrics(run_dir / "metrics.csv", run_dir / "plots")
+    evaluation = None
+    if cfg.eval.enabled and spec.build_eval_data is not None:
+        evaluation = evaluate_model(spec, cfg, model, trainer.device)
+        if evaluation is not None:
+            summary["evaluation"] = evaluation["results"]
+            summary["evaluation_markdown"] = evaluation["markdown"]
+            (run_dir / "eval").mkdir(exist_ok=True)
+            with open(run_dir / "eval" / "results.json", "w") as f:
+                json.dump(evaluation["results"], f, indent=2)
+    write_report(run_dir, cfg, summary, evaluation)
+    return summary
+
+
+def evaluate_model(spec: registry.MethodSpec, cfg, model, device: torch.device) -> dict | None:
+    """Frozen-encoder probes through the ``probes`` evaluator (jepa-eval), beside a randomly
+    initialised encoder of the same shape and, where meaningful, the raw inputs."""
+    evaluate = registry.get_evaluator("probes")
+    if evaluate is None:
+        log.warning("no evaluator installed: `pip install jepa-eval` to get probe accuracies after pretraining")
+        return None
+    train_set, test_set = spec.build_eval_data(cfg)
+    encoders = {"pretrained (EMA target)": model.eval_encoder()}
+    if cfg.eval.random_baseline:
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.train.seed + 1)
+            encoders["random init"] = spec.build_model(cfg).eval_encoder().to(device)
+    return evaluate(encoders, train_set, test_set, cfg.eval, device=device, seed=cfg.train.seed)
+
+
+def write_report(run_dir: Path, cfg, summary: dict, evaluation: dict | None) -> Path:
+    lines = [
+        f"# {cfg.method} / {cfg.preset or 'custom'}",
+        "",
+        f"- run folder: `{run_dir}`",
+        f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        f"- steps: {summary['steps']}, final loss {summary['final_loss']:.5f}",
+        f"- training time: {summary['train_seconds']} s ({summary['samples_per_second']} samples/s)",
+        f"- corrupt samples skipped: {summary['bad_samples']}",
+        "",
+        "Resolved config: `config.yaml`. Per-step metrics: `metrics.csv`; curves in `plots/`.",
+        "",
+    ]
+    if evaluation is not None:
+        lines += ["## Evaluation (frozen encoders)", "", evaluation["markdown"], ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Probe the newest checkpoint of a `jepa pretrain` run folder again (``jepa eval``)."""
+    from jepa_core import checkpoint as ckpt
+    from jepa_core.config import deep_merge, from_dict, load_yaml, parse_overrides
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run folder: no config.yaml in it")
+    data = load_yaml(run_dir / "config.yaml")
+    if overrides:
+        data = deep_merge(data, parse_overrides(overrides))
+    spec = registry.get_method(data.get("method", ""))
+    cfg = from_dict(spec.config_cls, data)
+    found = ckpt.latest_valid(run_dir / "checkpoints")
+    if found is None:
+        raise ConfigError(f"no readable checkpoint in {run_dir / 'checkpoints'}")
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    model = spec.build_model(cfg)
+    model.load_state_dict(found[1]["model"])
+    model.to(device)
+    evaluation = evaluate_model(spec, cfg, model, device)
+    if evaluation is None:
+        raise ConfigError("no evaluator installed: pip install jepa-eval")
+    (run_dir / "eval").mkdir(exist_ok=True)
+    with open(run_dir / "eval" / "results.json", "w") as f:
+        json.dump(evaluation["results"], f, indent=2)
+    return {"run_dir": str(run_dir), "checkpoint": str(found[0]), "step": found[1].get("step"),
+            "evaluation": evaluation["results"], "evaluation_markdown": evaluation["markdown"]}

@@ -1,0 +1,43 @@
+"""The EMA target encoder and target normalisation."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def normalize_targets(h: torch.Tensor) -> torch.Tensor:
+    """Parameter-free LayerNorm over the feature dim (eps 1e-5), applied after the target
+    encoder's own affine final norm (ijepa:src/train.py; reference part D item 1)."""
+    return F.layer_norm(h, (h.size(-1),))
+
+
+class EMATarget(nn.Module):
+    """A frozen copy of an encoder that follows it by exponential moving average.
+
+    ``update(online, m)``: ``theta_t <- m * theta_t + (1 - m) * theta_online`` over parameters
+    (ijepa:src/train.py), done with two ``torch._foreach`` kernels instead of a Python loop over
+    parameters. Buffers are copied. The target is never wrapped in DDP: it gets no gradients.
+    """
+
+    def __init__(self, online: nn.Module):
+        super().__init__()
+        self.module = copy.deepcopy(online)
+        self.module.requires_grad_(False)
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    @torch.no_grad()
+    def update(self, online: nn.Module, momentum: float) -> None:
+        # Only the parameters the online encoder trains; frozen ones (pos_embed) never change.
+        pairs = [(t, o) for t, o in zip(self.module.parameters(), online.parameters()) if o.requires_grad]
+        tgt = [t for t, _ in pairs]
+        src = [o.detach() for _, o in pairs]
+        torch._foreach_mul_(tgt, momentum)
+        torch._foreach_add_(tgt, src, alpha=1.0 - momentum)
+        for bt, bo in zip(self.module.buffers(), online.buffers()):
+            bt.copy_(bo)

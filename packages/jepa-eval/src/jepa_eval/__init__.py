@@ -1,0 +1,3 @@
+"""jepa-eval: probes for frozen encoders."""
+
+__version__ = "0.1.0"

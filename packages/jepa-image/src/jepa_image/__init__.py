@@ -1,0 +1,3 @@
+"""jepa-image: image JEPAs (I-JEPA) on jepa-core."""
+
+__version__ = "0.1.0"

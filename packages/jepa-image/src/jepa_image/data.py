@@ -1,0 +1,159 @@
+"""Image datasets and the official I-JEPA transforms.
+
+- :class:`ImageFolder`: the ImageNet layout (``root/<split>/<class>/<image>``); a file that
+  fails to decode raises :class:`jepa_core.data.CorruptSampleError`, which the trainer's loader
+  skips and counts.
+- Fashion-MNIST: the bundled stratified sample (``fashion_mnist_demo``, no download), or the
+  full set from Debian's ``dataset-fashion-mnist`` folder or any folder with the idx files.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+from jepa_core.data import CorruptSampleError
+from torch.utils.data import Dataset
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FASHION_MNIST_MEAN = (0.2860,)
+FASHION_MNIST_STD = (0.3530,)
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DEMO_FILE = Path(__file__).parent / "demo_data" / "fashion_mnist_sample.npz"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def pretrain_transform(size: int, crop_scale=(0.3, 1.0), mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """The official pretraining transform (ijepa:src/transforms.py with every config's flags):
+    RandomResizedCrop(size, scale=crop_scale) with torchvision's default ratio (3/4, 4/3) and
+    bilinear resize, to tensor, normalise. No flip, colour jitter or blur (all off in the
+    released configs). Works on PIL images and on uint8 tensors ``[C, H, W]``."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std),
+    ])
+
+
+def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize_ratio: float = 256 / 224):
+    """Resize the short side to ``size * 256 / 224`` and centre-crop ``size`` (the usual protocol);
+    inputs already at ``size`` are only normalised."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize(int(round(size * resize_ratio)), antialias=True),
+        v2.CenterCrop(size),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std),
+    ])
+
+
+def normalize_transform(mean, std):
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+class TensorImages(Dataset):
+    """In-memory uint8 images ``[N, H, W]`` or ``[N, C, H, W]`` with labels."""
+
+    def __init__(self, images: np.ndarray | torch.Tensor, labels, transform=None):
+        images = torch.as_tensor(images)
+        self.images = images.unsqueeze(1) if images.ndim == 3 else images
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = self.images[i]
+        return (self.transform(x) if self.transform else x), self.labels[i]
+
+
+class ImageFolder(Dataset):
+    """``root/<split>/<class>/<image>`` (the ImageNet layout), classes sorted by name."""
+
+    def __init__(self, root: str | Path, split: str | None = "train", transform=None):
+        root = Path(root)
+        folder = root / split if split else root
+        if not folder.is_dir():
+            hint = f" (expected the ImageNet layout {root}/{split}/<class>/<image>)" if split else ""
+            raise FileNotFoundError(f"image folder {str(folder)!r} does not exist{hint}; set data.root")
+        self.classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        if not self.classes:
+            raise FileNotFoundError(f"no class folders in {str(folder)!r}; expected {folder}/<class>/<image>")
+        self.samples = [
+            (p, c)
+            for c, name in enumerate(self.classes)
+            for p in sorted((folder / name).rglob("*"))
+            if p.suffix.lower() in IMAGE_EXTENSIONS
+        ]
+        if not self.samples:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(folder)!r}")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... on bad files
+            raise CorruptSampleError(f"{path}: {type(e).__name__}: {e}") from e
+        return (self.transform(img) if self.transform else img), label
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[0:4], "big")
+    ndim = magic & 0xFF
+    if magic >> 8 != 0x08 or ndim < 1:
+        raise ValueError(f"{path} is not an idx file of unsigned bytes")
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def read_fashion_mnist(root: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Read the idx files (gzipped or not) from ``root``: ``[N, 28, 28]`` uint8 and ``[N]`` labels."""
+    root = Path(root)
+    prefix = {"train": "train", "test": "t10k"}[split]
+    found = {}
+    for kind, stem in (("images", f"{prefix}-images-idx3-ubyte"), ("labels", f"{prefix}-labels-idx1-ubyte")):
+        for name in (stem + ".gz", stem):
+            if (root / name).is_file():
+                found[kind] = root / name
+                break
+        else:
+            raise FileNotFoundError(
+                f"Fashion-MNIST {split} {kind} not found: looked for {stem}.gz and {stem} in {str(root)!r}. "
+                "Install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) "
+                "or set data.root to a folder with the idx files; data.dataset=fashion_mnist_demo "
+                "uses the bundled sample instead"
+            )
+    return _read_idx(found["images"]), _read_idx(found["labels"]).astype(np.int64)
+
+
+def load_fashion_mnist(source: str, root: str | None, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``source='fashion_mnist_demo'``: the bundled sample; ``'fashion_mnist'``: the full set
+    from ``root`` (default: Debian's folder)."""
+    if source == "fashion_mnist_demo":
+        with np.load(DEMO_FILE) as z:
+            return z[f"{split}_images"], z[f"{split}_labels"].astype(np.int64)
+    return read_fashion_mnist(root or DEBIAN_FASHION_MNIST, split)
