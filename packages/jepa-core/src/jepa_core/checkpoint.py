@@ -41,6 +41,21 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def atomic_link(src: str | Path, dst: str | Path) -> Path:
+    """Make ``dst`` the same file as ``src`` (a hard link, renamed into place atomically), so
+    ``latest.pt`` costs no second write; copies where hard links are not supported."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        atomic_save(torch.load(src, map_location="cpu", weights_only=True), dst)
+    return dst
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint with ``weights_only=True`` (never runs pickled code).
 

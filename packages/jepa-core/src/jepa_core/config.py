@@ -196,6 +196,8 @@ def parse_overrides(items: list[str]) -> dict:
                 value = float(value) if any(c in value for c in "eE.") else value
             except ValueError:
                 pass
+        elif isinstance(value, (list, dict)):
+            value = _fix_yaml_floats(value)  # "[1e-4, 2]": YAML leaves 1e-4 a string
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:

@@ -13,7 +13,14 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from jepa_core.config import BaseConfig, ConfigError, deep_merge, from_dict, load_yaml, parse_overrides
+from jepa_core.config import (
+    BaseConfig,
+    ConfigError,
+    deep_merge,
+    from_dict,
+    load_yaml,
+    parse_overrides,
+)
 
 _LOCAL_METHODS: dict[str, MethodSpec] = {}
 _LOCAL_EVALUATORS: dict[str, Callable] = {}

@@ -22,10 +22,22 @@ from torch.utils.data import DataLoader, Dataset
 from jepa_core import checkpoint as ckpt
 from jepa_core.config import OptimConfig, TrainConfig
 from jepa_core.data import StampedDataset, StepBatchSampler
-from jepa_core.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, resolve_device
+from jepa_core.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    init_distributed,
+    resolve_device,
+)
 from jepa_core.method import JEPAMethod
 from jepa_core.optim import param_groups
-from jepa_core.schedules import CosineWD, LinearMomentum, WarmupConstant, WarmupCosine, schedule_length
+from jepa_core.schedules import (
+    CosineWD,
+    LinearMomentum,
+    WarmupConstant,
+    WarmupCosine,
+    schedule_length,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +186,7 @@ class Trainer:
                 "config": self.config_dict,
             }
             path = ckpt.atomic_save(obj, self.ckpt_dir / f"step-{self.state.step}.pt")
-            ckpt.atomic_save(obj, self.ckpt_dir / "latest.pt")
+            ckpt.atomic_link(path, self.ckpt_dir / "latest.pt")
             for _, old in ckpt.step_checkpoints(self.ckpt_dir)[: -max(1, self.train_cfg.keep_checkpoints)]:
                 old.unlink(missing_ok=True)
         barrier(self.dist)

@@ -18,7 +18,12 @@ from jepa_core.config import BaseConfig
 from jepa_core.losses import get_loss
 from jepa_core.masks import MultiBlockMaskCollator, MultiBlockMaskConfig, apply_masks
 from jepa_core.method import JEPAMethod
-from jepa_core.nn import VIT_SIZES, VisionTransformer, VisionTransformerPredictor, repeat_interleave_batch
+from jepa_core.nn import (
+    VIT_SIZES,
+    VisionTransformer,
+    VisionTransformerPredictor,
+    repeat_interleave_batch,
+)
 from jepa_core.registry import MethodSpec
 from jepa_core.target import EMATarget, normalize_targets
 

@@ -21,12 +21,25 @@ def plot_masks(cfg, dataset, path: Path, n: int = 6) -> Path | None:
     except ImportError:
         log.warning("matplotlib is not installed; no mask picture written")
         return None
+    from jepa_core.data import CorruptSampleError
     from jepa_core.masks import MultiBlockMaskCollator
 
     collate = MultiBlockMaskCollator(cfg.mask, cfg.data.image_size, cfg.model.patch_size, seed=cfg.train.seed)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.train.seed)
-        batch = collate([dataset[i] for i in range(min(n, len(dataset)))])
+        # Corrupt samples are skipped here too (the trainer skips and counts them).
+        samples = []
+        for i in range(min(len(dataset), 50 * n)):
+            if len(samples) == n:
+                break
+            try:
+                samples.append(dataset[i])
+            except CorruptSampleError:
+                continue
+        if not samples:
+            log.warning("no readable sample among the first %d; no mask picture written", 50 * n)
+            return None
+        batch = collate(samples)
     images = batch["images"]
     mean = torch.tensor(cfg.data.mean).view(-1, 1, 1)
     std = torch.tensor(cfg.data.std).view(-1, 1, 1)

@@ -162,7 +162,7 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(
             sincos_2d(embed_dim, self.grid, order=pos_embed_order).unsqueeze(0), requires_grad=False
         )
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # cpu: also under a meta-device context
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias, r) for r in rates)
         self.norm = LayerNorm(embed_dim)
         trunc_normal_init_(self, init_std)
@@ -238,7 +238,7 @@ class VisionTransformerPredictor(nn.Module):
         self.predictor_pos_embed = nn.Parameter(
             sincos_2d(predictor_embed_dim, grid, order=pos_embed_order).unsqueeze(0), requires_grad=False
         )
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # cpu: also under a meta-device context
         self.predictor_blocks = nn.ModuleList(
             Block(predictor_embed_dim, num_heads, mlp_ratio, qkv_bias, r) for r in rates
         )

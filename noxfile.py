@@ -1,0 +1,49 @@
+"""Test, lint and benchmark sessions. `nox` runs the default sessions: one test session per
+package (each installs only that package and its dependencies, from uv.lock) and lint.
+
+    nox                     # all default sessions
+    nox -s tests-jepa-core  # one package
+    nox -s bench            # benchmarks (not run by default)
+    nox -s tests-jepa-core -- -m "not slow"   # pytest arguments after --
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests-jepa-core", "tests-jepa-image", "tests-jepa-eval", "lint"]
+
+PACKAGES = ["jepa-core", "jepa-image", "jepa-eval"]
+ENV = {"UV_COMPILE_BYTECODE": "1", "UV_PYTHON_DOWNLOADS": "never"}
+
+
+def _sync(session: nox.Session, *args: str) -> None:
+    """Install from the lock into the session's venv (uv sync --frozen: never re-resolves)."""
+    env = dict(ENV, UV_PROJECT_ENVIRONMENT=session.virtualenv.location)
+    session.run_install("uv", "sync", "--frozen", "--python", session.virtualenv.location, *args, env=env,
+                        external=True)
+
+
+for _pkg in PACKAGES:
+
+    @nox.session(name=f"tests-{_pkg}", python="3.11")
+    def _tests(session: nox.Session, pkg: str = _pkg) -> None:
+        _sync(session, "--package", pkg, "--no-default-groups", "--group", "test")
+        session.run("pytest", f"packages/{pkg}", *session.posargs, env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "packages", "noxfile.py")
+
+
+@nox.session(python="3.11", default=False)
+def bench(session: nox.Session) -> None:
+    """Speed and memory benchmarks; results go to BENCHMARKS.md."""
+    _sync(session, "--all-packages", "--no-default-groups", "--group", "test")
+    session.run("python", "benchmarks/run.py", *session.posargs)

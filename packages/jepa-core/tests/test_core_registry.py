@@ -1,0 +1,61 @@
+"""Method registry and config loading through a MethodSpec."""
+
+from __future__ import annotations
+
+import pytest
+from jepa_core.config import BaseConfig, ConfigError
+from jepa_core.registry import (
+    MethodSpec,
+    get_evaluator,
+    get_method,
+    methods,
+    register_evaluator,
+    register_method,
+)
+
+
+def _spec(name="coretest_method"):
+    return MethodSpec(
+        name=name,
+        config_cls=BaseConfig,
+        build_model=lambda cfg: None,
+        build_train_data=lambda c, r, w: (None, None),
+    )
+
+
+def test_register_and_get_method():
+    spec = _spec()
+    register_method(spec)
+    assert get_method("coretest_method") is spec
+    assert "coretest_method" in methods()
+    with pytest.raises(ConfigError) as ei:
+        get_method("no_such_method_xyz")
+    assert "no_such_method_xyz" in str(ei.value) and "coretest_method" in str(ei.value)
+
+
+def test_register_evaluator():
+    fn = lambda *a: 1  # noqa: E731
+    register_evaluator("coretest_eval", fn)
+    assert get_evaluator("coretest_eval") is fn
+    assert get_evaluator("no_such_eval_xyz") is None
+
+
+def test_load_config_file_then_overrides(tmp_path):
+    spec = _spec("coretest_cfg")
+    f = tmp_path / "my.yaml"
+    f.write_text("optim:\n  lr: 1e-4\n  epochs: 3\ntrain:\n  seed: 4\n")
+    cfg = spec.load_config(file=f, overrides=["optim.lr=2e-3", "train.progress=false"])
+    assert cfg.method == "coretest_cfg"
+    assert cfg.optim.lr == 2e-3 and cfg.optim.epochs == 3.0 and cfg.train.seed == 4
+    assert cfg.train.progress is False
+    with pytest.raises(ConfigError, match="optim.nope"):
+        spec.load_config(file=f, overrides=["optim.nope=1"])
+    g = tmp_path / "other.yaml"
+    g.write_text("method: somethingelse\n")
+    with pytest.raises(ConfigError, match="somethingelse"):
+        spec.load_config(file=g)
+
+
+def test_unknown_preset_lists_none():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        _spec().load_config(preset="big")

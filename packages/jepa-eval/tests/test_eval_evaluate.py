@@ -1,0 +1,185 @@
+"""evaluate_encoders (the `probes` evaluator) on a tiny dataset, and after `jepa pretrain`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from jepa_core import registry
+from jepa_core.config import EvalConfig
+from jepa_core.nn import VisionTransformer
+from jepa_eval.pretrain import evaluate_encoders, markdown_table
+from torch.utils.data import TensorDataset
+
+C = 4
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny_images(n_per_class: int, seed: int):
+    """C noisy copies of C fixed 8x8 prototypes: an easy, labeled image set."""
+    protos = torch.rand(C, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(C).repeat(n_per_class)
+    x = protos[y] + 0.1 * torch.randn(len(y), 1, 8, 8, generator=g)
+    return TensorDataset(x, y)
+
+
+class RowTokens(torch.nn.Module):
+    """8x8 image -> 8 tokens of 8 (its rows), through a fixed linear map."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.lin(x[:, 0])
+
+
+def _encoders():
+    torch.manual_seed(0)
+    return {
+        "tiny vit": VisionTransformer(img_size=8, patch_size=4, in_chans=1, embed_dim=16, depth=1, num_heads=2),
+        "row tokens": RowTokens(),
+    }
+
+
+CFG = EvalConfig(batch_size=32, knn_k=(1, 5), random_baseline=False, raw_baseline=True)
+
+
+@pytest.fixture(scope="module")
+def two_runs():
+    train, test = _tiny_images(20, seed=1), _tiny_images(10, seed=2)
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        a = evaluate_encoders(_encoders(), train, test, CFG, seed=0)
+        b = evaluate_encoders(_encoders(), train, test, CFG, seed=0)
+    return a, b
+
+
+def test_results_have_the_expected_keys(two_runs):
+    out, _ = two_runs
+    assert set(out) == {"results", "markdown"}
+    res = out["results"]
+    assert list(res) == ["tiny vit", "row tokens", "raw pixels"]
+    for name, r in res.items():
+        assert set(r) == {
+            "linear_probe", "linear_probe_val", "linear_probe_l2", "knn", "feature_dim",
+            "feature_std_mean", "train_samples", "test_samples", "seconds",
+        }, name
+        assert set(r["knn"]) == {"1", "5"}
+        assert 0.0 <= r["linear_probe"] <= 100.0
+        assert r["train_samples"] == 80 and r["test_samples"] == 40
+        assert r["feature_std_mean"] > 0
+    assert res["tiny vit"]["feature_dim"] == 16  # mean-pooled [B, 4, 16]
+    assert res["row tokens"]["feature_dim"] == 8
+    assert res["raw pixels"]["feature_dim"] == 64  # flattened 1x8x8
+    # The classes are easy: the raw pixels separate them perfectly.
+    assert res["raw pixels"]["linear_probe"] == 100.0
+    assert res["raw pixels"]["knn"]["1"] == 100.0
+
+
+def test_markdown_table_lists_every_encoder(two_runs):
+    out, _ = two_runs
+    md = out["markdown"]
+    lines = md.splitlines()
+    assert lines[0].startswith("| encoder | linear probe (%) |") and "k-NN k=1" in lines[0] and "k-NN k=5" in lines[0]
+    for name, r in out["results"].items():
+        row = next(line for line in lines if line.startswith(f"| {name} |"))
+        assert f"{r['linear_probe']:.2f}" in row and f"| {r['feature_dim']} |" in row
+    assert "80 training samples" in md and "40 held-out samples" in md
+
+
+def test_evaluation_is_reproducible(two_runs):
+    a, b = two_runs
+    strip = lambda res: {n: {k: v for k, v in r.items() if k != "seconds"} for n, r in res.items()}  # noqa: E731
+    assert strip(a["results"]) == strip(b["results"])
+    assert a["markdown"] == b["markdown"]
+
+
+def test_train_samples_cap_and_no_raw_baseline():
+    train, test = _tiny_images(20, seed=1), _tiny_images(10, seed=2)
+    cfg = EvalConfig(batch_size=16, knn_k=(3,), train_samples=40, random_baseline=False, raw_baseline=False)
+    out = evaluate_encoders({"row tokens": RowTokens()}, train, test, cfg)
+    assert list(out["results"]) == ["row tokens"]
+    r = out["results"]["row tokens"]
+    assert r["train_samples"] == 40 and r["test_samples"] == 40
+    assert "raw pixels" not in out["markdown"]
+
+
+def test_markdown_table_of_nothing():
+    assert markdown_table({}).startswith("| encoder |")
+
+
+def test_probes_evaluator_is_registered():
+    assert "probes" in registry.evaluators()
+    assert registry.get_evaluator("probes") is evaluate_encoders
+
+
+@pytest.mark.slow
+def test_pretrain_runs_the_probes_at_the_end(tmp_path):
+    from jepa_core.run import pretrain
+
+    run = tmp_path / "r"
+    overrides = [
+        "model.encoder=custom", "model.embed_dim=32", "model.depth=2", "model.num_heads=2",
+        "model.pred_depth=1", "model.pred_emb_dim=16", "model.patch_size=4",
+        "data.batch_size=32", "data.num_workers=0", "data.pin_memory=false",
+        "train.device=cpu", "train.num_threads=1", "train.progress=false", "optim.max_steps=3",
+        "eval.train_samples=300", "eval.batch_size=500", "eval.knn_k=[5,20]",
+    ]
+    summary = pretrain("ijepa", overrides=overrides, run_dir=run)
+    names = ["pretrained (EMA target)", "random init", "raw pixels"]
+    assert list(summary["evaluation"]) == names
+    saved = json.loads((run / "eval" / "results.json").read_text())
+    assert list(saved) == names
+    for name in names:
+        r = saved[name]
+        assert r["train_samples"] == 300 and r["test_samples"] == 2000
+        assert set(r["knn"]) == {"5", "20"}
+        # 10 Fashion-MNIST classes: every probe beats chance (10 %) by a margin.
+        assert r["linear_probe"] > 25.0, (name, r)
+    assert saved["pretrained (EMA target)"]["feature_dim"] == 32
+    assert saved["raw pixels"]["feature_dim"] == 784
+    report = (run / "report.md").read_text()
+    assert "## Evaluation (frozen encoders)" in report
+    for name in names:
+        assert f"| {name} |" in report
+
+
+@pytest.mark.slow
+def test_jepa_eval_probes_a_finished_run(tmp_path, capsys):
+    from jepa_core.cli import main
+    from jepa_core.run import pretrain
+
+    run = tmp_path / "r"
+    pretrain("ijepa", overrides=[
+        "model.encoder=custom", "model.embed_dim=32", "model.depth=1", "model.num_heads=2",
+        "model.pred_depth=1", "model.pred_emb_dim=16", "model.patch_size=4", "data.batch_size=32",
+        "train.device=cpu", "train.num_threads=1", "train.progress=false", "optim.max_steps=2",
+        "eval.enabled=false",
+    ], run_dir=run)
+    assert not (run / "eval").exists()
+    code = main(["eval", str(run), "eval.train_samples=200", "eval.knn_k=[5]", "eval.random_baseline=false"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert '"step": 2' in out and "| pretrained (EMA target) |" in out
+    saved = json.loads((run / "eval" / "results.json").read_text())
+    assert list(saved) == ["pretrained (EMA target)", "raw pixels"]
+    assert saved["pretrained (EMA target)"]["train_samples"] == 200
+    assert saved["pretrained (EMA target)"]["feature_dim"] == 32
+    assert set(saved["raw pixels"]["knn"]) == {"5"}
+
+
+def test_jepa_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from jepa_core.cli import main
+
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
