@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from jepa_core.cli import main as jepa_main
 from jepa_core.config import ConfigError
 from jepa_core.data import CorruptSampleError
@@ -194,3 +195,20 @@ def test_mostly_corrupt_folder_stops_the_run(tmp_path):
     root = _image_folder(tmp_path / "data", good_per_class=6, bad_per_class=14)
     with pytest.raises(TooManyBadSamplesError, match="could not be read"):
         pretrain("ijepa", overrides=_folder_overrides(root) + ["optim.max_steps=12"], run_dir=tmp_path / "r")
+
+
+def test_batch_of_only_corrupt_samples_is_skipped_and_resume_stays_exact(tmp_path):
+    # Batch size 1: a corrupt file makes a batch with nothing left, which must be skipped (and
+    # counted) without ending the run; a resumed run must continue from the same batch.
+    root = _image_folder(tmp_path / "data", good_per_class=20, bad_per_class=1)
+    common = _folder_overrides(root) + ["data.batch_size=1", "train.max_bad_fraction=0.5", "train.checkpoint_every=5"]
+    full = pretrain("ijepa", overrides=common + ["optim.max_steps=30"], run_dir=tmp_path / "full")
+    assert full["steps"] == 30 and full["bad_samples"] > 0
+    pretrain("ijepa", overrides=common + ["optim.max_steps=12"], run_dir=tmp_path / "cut")
+    resumed = pretrain("ijepa", overrides=common + ["optim.max_steps=30"], run_dir=tmp_path / "cut", resume=True)
+    assert resumed["bad_samples"] == full["bad_samples"]
+    a = torch.load(tmp_path / "full" / "checkpoints" / "latest.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "latest.pt", weights_only=True)
+    assert a["batches_consumed"] == b["batches_consumed"] == 30 + full["bad_samples"]
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k

@@ -34,9 +34,12 @@ def test_demo_preset_data_pipeline():
     dataset, collate = build_train_data(cfg)
     assert len(dataset) == 12000
     x, y = dataset[0]
-    assert x.shape == (1, 28, 28) and x.dtype == torch.float32
+    # In-memory samples stay uint8; the collator crops and normalises the whole batch.
+    assert x.shape == (1, 28, 28) and x.dtype == torch.uint8
     batch = collate([dataset[i] for i in range(4)])
-    assert batch["images"].shape == (4, 1, 28, 28)
+    assert batch["images"].shape == (4, 1, 28, 28) and batch["images"].dtype == torch.float32
+    # normalised with the Fashion-MNIST statistics: values span roughly [-0.81, 2.02]
+    assert batch["images"].min() >= -0.2860 / 0.3530 - 1e-5 and batch["images"].max() <= (1 - 0.2860) / 0.3530 + 1e-5
     assert len(batch["masks_pred"]) == 4 and len(batch["masks_enc"]) == 1
     train, test = build_eval_data(cfg)
     assert (len(train), len(test)) == (12000, 2000)

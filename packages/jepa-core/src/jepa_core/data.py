@@ -4,6 +4,7 @@ corrupt samples with a count."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ def _mix(*parts: int) -> int:
 
 
 class StepBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Yields the batches of steps ``start_step .. total_steps - 1`` as ``[(index, step), ...]``.
+    """Yields the batches of steps ``start_step .. total_steps - 1`` (endless when ``total_steps``
+    is None) as ``[(index, step), ...]``.
 
     Each epoch is a fresh permutation seeded by (seed, epoch), split across ranks like
     ``DistributedSampler`` (rank r takes every world-th index), batches drop the remainder.
@@ -46,7 +48,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         self,
         dataset_size: int,
         batch_size: int,
-        total_steps: int,
+        total_steps: int | None,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -74,7 +76,8 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def __iter__(self):
         epoch, cached = -1, None
-        for step in range(self.start_step, self.total_steps):
+        steps = itertools.count(self.start_step) if self.total_steps is None else range(self.start_step, self.total_steps)
+        for step in steps:
             e, pos = divmod(step, self.steps_per_epoch)
             if e != epoch:
                 epoch, cached = e, self.epoch_indices(e)
@@ -82,6 +85,8 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
             yield [(i, step) for i in idx]
 
     def __len__(self) -> int:
+        if self.total_steps is None:
+            raise TypeError("an endless StepBatchSampler has no length")
         return max(self.total_steps - self.start_step, 0)
 
 
@@ -114,7 +119,8 @@ class StampedDataset(Dataset):
 def collate_stamped(samples: list) -> tuple[Any, int | None, int]:
     """Collate samples that may be :class:`Stamped`; drop corrupt ones.
 
-    Returns ``(collated, step or None, number of corrupt samples dropped)``.
+    Returns ``(collated, step or None, number of corrupt samples dropped)``; ``collated`` is
+    None when every sample of the batch was corrupt (the trainer then skips the batch).
     """
     step = None
     if samples and isinstance(samples[0], Stamped):
@@ -122,5 +128,5 @@ def collate_stamped(samples: list) -> tuple[Any, int | None, int]:
         samples = [s.sample for s in samples]
     good = [s for s in samples if s is not None]
     if not good:
-        raise CorruptSampleError(f"every sample of the batch at step {step} was corrupt")
+        return None, step, len(samples)
     return default_collate(good), step, len(samples) - len(good)

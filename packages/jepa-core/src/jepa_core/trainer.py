@@ -55,6 +55,7 @@ class TrainState:
     step: int = 0  # optimizer steps completed
     samples_seen: int = 0
     bad_samples: int = 0
+    batches_consumed: int = 0  # loader batches used, skipped all-corrupt ones included
 
 
 @dataclass
@@ -151,11 +152,13 @@ class Trainer:
         if oc.max_steps is not None:
             self.total_steps = min(self.total_steps, oc.max_steps)
 
-    def _loader(self, start_step: int) -> DataLoader:
-        tc, accum = self.train_cfg, max(1, self.optim_cfg.grad_accum)
+    def _loader(self, start_batch: int) -> DataLoader:
+        # Endless: a batch whose samples were all corrupt is skipped, so a run may need more
+        # batches than steps; the position to resume from is the number of batches consumed.
+        tc = self.train_cfg
         sampler = StepBatchSampler(
-            len(self.dataset), self.batch_size, self.total_steps * accum, tc.seed,
-            self.dist.rank, self.dist.world_size, start_step=start_step * accum,
+            len(self.dataset), self.batch_size, None, tc.seed, self.dist.rank, self.dist.world_size,
+            start_step=start_batch,
         )
         return DataLoader(
             StampedDataset(self.dataset, tc.seed), batch_sampler=sampler, collate_fn=self.collate_fn,
@@ -179,6 +182,7 @@ class Trainer:
                 "step": self.state.step,
                 "samples_seen": self.state.samples_seen,
                 "bad_samples": self.state.bad_samples,
+                "batches_consumed": self.state.batches_consumed,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
@@ -211,7 +215,11 @@ class Trainer:
             random.setstate(_as_python_rng_state(rng["python"]))
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        self.state = TrainState(obj["step"], obj.get("samples_seen", 0), obj.get("bad_samples", 0))
+        accum = max(1, self.optim_cfg.grad_accum)
+        self.state = TrainState(
+            obj["step"], obj.get("samples_seen", 0), obj.get("bad_samples", 0),
+            obj.get("batches_consumed", obj["step"] * accum),
+        )
         if self.dist.is_main:
             log.info("resumed from %s at step %d", path, self.state.step)
         return True
@@ -244,7 +252,7 @@ class Trainer:
         samples_at_log = self.state.samples_seen
         last_loss = float("nan")
         self.model.train()
-        data_iter = iter(self._loader(self.state.step))
+        data_iter = iter(self._loader(self.state.batches_consumed))
 
         for step in range(self.state.step, self.total_steps):
             lr, wd, m = self.lr_schedule.value(step), self.wd_schedule.value(step), self.momentum_schedule.value(step)
@@ -253,11 +261,7 @@ class Trainer:
                 if not group.get("WD_exclude", False):
                     group["weight_decay"] = wd
             for micro in range(accum):
-                batch = next(data_iter)
-                self.state.bad_samples += int(batch.pop("num_bad", 0) or 0)
-                n = _batch_len(batch)
-                self.state.samples_seen += n
-                batch = move_to(batch, self.device)
+                batch = move_to(self._next_batch(data_iter), self.device)
                 sync_ctx = self.net.no_sync() if (isinstance(self.net, DDP) and micro < accum - 1) else contextlib.nullcontext()
                 with sync_ctx:
                     with autocast:
@@ -272,7 +276,6 @@ class Trainer:
                     if k != "loss":
                         v = torch.as_tensor(v, device=self.device).detach().float()
                         extra_sums[k] = extra_sums.get(k, torch.zeros((), device=self.device)) + v
-            self._check_bad_samples()
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
             if oc.clip_grad is not None and step >= self.warmup_steps:
@@ -335,6 +338,22 @@ class Trainer:
             samples_per_second=self.state.samples_seen * self.dist.world_size / max(seconds, 1e-9),
             run_dir=self.run_dir, bad_samples=self.state.bad_samples, history=history,
         )
+
+    def _next_batch(self, data_iter) -> Any:
+        """The next usable batch; counts corrupt samples and skips batches with none left."""
+        while True:
+            batch = next(data_iter)
+            self.state.batches_consumed += 1
+            if isinstance(batch, dict):
+                self.state.bad_samples += int(batch.pop("num_bad", 0) or 0)
+                skip = batch.pop("skip", False)
+            else:
+                skip = False
+            n = 0 if skip else _batch_len(batch)
+            self.state.samples_seen += n
+            self._check_bad_samples()
+            if not skip:
+                return batch
 
     def _check_bad_samples(self) -> None:
         seen = self.state.samples_seen + self.state.bad_samples

@@ -137,11 +137,25 @@ def _raw_dataset(cfg: IJEPAConfig, split: str, transform):
     return D.TensorImages(images, labels, transform)
 
 
+def _in_memory(cfg: IJEPAConfig) -> bool:
+    return cfg.data.dataset in ("fashion_mnist", "fashion_mnist_demo")
+
+
+def train_collate(cfg: IJEPAConfig, rank: int = 0) -> MultiBlockMaskCollator:
+    """The multi-block mask collator; for in-memory datasets it also applies the pretraining
+    crop to the whole batch (:class:`jepa_image.data.BatchRandomResizedCrop`)."""
+    d = cfg.data
+    batch_tf = D.BatchRandomResizedCrop(d.image_size, d.crop_scale, mean=d.mean, std=d.std) if _in_memory(cfg) else None
+    return MultiBlockMaskCollator(
+        cfg.mask, d.image_size, cfg.model.patch_size, seed=cfg.train.seed, rank=rank, batch_transform=batch_tf
+    )
+
+
 def build_train_data(cfg: IJEPAConfig, rank: int = 0, world_size: int = 1):
     d = cfg.data
-    dataset = _raw_dataset(cfg, "train", D.pretrain_transform(d.image_size, d.crop_scale, d.mean, d.std))
-    collate = MultiBlockMaskCollator(cfg.mask, d.image_size, cfg.model.patch_size, seed=cfg.train.seed, rank=rank)
-    return dataset, collate
+    # In-memory images stay uint8 per sample; the collator crops the whole batch at once.
+    tf = None if _in_memory(cfg) else D.pretrain_transform(d.image_size, d.crop_scale, d.mean, d.std)
+    return _raw_dataset(cfg, "train", tf), train_collate(cfg, rank)
 
 
 def build_eval_data(cfg: IJEPAConfig):

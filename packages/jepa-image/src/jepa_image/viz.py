@@ -22,9 +22,9 @@ def plot_masks(cfg, dataset, path: Path, n: int = 6) -> Path | None:
         log.warning("matplotlib is not installed; no mask picture written")
         return None
     from jepa_core.data import CorruptSampleError
-    from jepa_core.masks import MultiBlockMaskCollator
+    from jepa_image.ijepa import train_collate
 
-    collate = MultiBlockMaskCollator(cfg.mask, cfg.data.image_size, cfg.model.patch_size, seed=cfg.train.seed)
+    collate = train_collate(cfg)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.train.seed)
         # Corrupt samples are skipped here too (the trainer skips and counts them).

@@ -147,15 +147,25 @@ class MultiBlockMaskCollator:
     :class:`jepa_core.data.StepBatchSampler`): the masks then depend only on (seed, rank, step),
     so they are the same with any number of workers and after a resume. Without stamps an
     internal counter stands in, as in the official collator.
-    Returns ``{"images", "labels", "masks_enc", "masks_pred", "num_bad"}``.
+    Returns ``{"images", "labels", "masks_enc", "masks_pred", "num_bad"}``, or
+    ``{"skip": True, "num_bad": n}`` when every sample of the batch was corrupt.
     """
 
     def __init__(
-        self, cfg: MultiBlockMaskConfig, input_size: int | tuple[int, int], patch_size: int, seed: int = 0, rank: int = 0
+        self,
+        cfg: MultiBlockMaskConfig,
+        input_size: int | tuple[int, int],
+        patch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        batch_transform=None,
     ):
         h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
         self.generator = MultiBlockMaskGenerator(cfg, h // patch_size, w // patch_size)
         self.seed, self.rank = seed, rank
+        # Optional ``f(images, generator) -> images`` applied to the collated batch (e.g. a
+        # batched random-resized crop), seeded like the masks.
+        self.batch_transform = batch_transform
         self._counter = -1
 
     def __call__(self, samples: list) -> dict:
@@ -165,8 +175,13 @@ class MultiBlockMaskCollator:
         if step is None:
             self._counter += 1
             step = self._counter
+        if images_labels is None:  # every sample was corrupt: the trainer skips this batch
+            return {"skip": True, "num_bad": num_bad}
         g = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, step, 0x6D61736B))
         images = images_labels[0]
+        if self.batch_transform is not None:
+            aug = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, step, 0x617567))
+            images = self.batch_transform(images, aug)
         masks_enc, masks_pred = self.generator.sample(images.shape[0], g)
         return {
             "images": images,
