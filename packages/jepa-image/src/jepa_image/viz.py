@@ -22,6 +22,7 @@ def plot_masks(cfg, dataset, path: Path, n: int = 6) -> Path | None:
         log.warning("matplotlib is not installed; no mask picture written")
         return None
     from jepa_core.data import CorruptSampleError
+
     from jepa_image.ijepa import train_collate
 
     collate = train_collate(cfg)
