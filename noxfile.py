@@ -9,15 +9,14 @@ package (each installs only that package and its dependencies, from uv.lock) and
 
 from __future__ import annotations
 
-import os
-
 import nox
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["tests-jepa-core", "tests-jepa-image", "tests-jepa-eval", "lint"]
+nox.options.sessions = ["tests-jepa-core", "tests-jepa-image", "tests-jepa-eval", "tests-integration", "lint"]
 
-PACKAGES = ["jepa-core", "jepa-image", "jepa-eval"]
+# package: the extras its tests need (plots: the PNGs a run writes)
+PACKAGES = {"jepa-core": ["plots", "safetensors"], "jepa-image": ["plots"], "jepa-eval": []}
 ENV = {"UV_COMPILE_BYTECODE": "1", "UV_PYTHON_DOWNLOADS": "never"}
 
 
@@ -28,12 +27,20 @@ def _sync(session: nox.Session, *args: str) -> None:
                         external=True)
 
 
-for _pkg in PACKAGES:
+for _pkg, _extras in PACKAGES.items():
 
     @nox.session(name=f"tests-{_pkg}", python="3.11")
-    def _tests(session: nox.Session, pkg: str = _pkg) -> None:
-        _sync(session, "--package", pkg, "--no-default-groups", "--group", "test")
-        session.run("pytest", f"packages/{pkg}", *session.posargs, env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
+    def _tests(session: nox.Session, pkg: str = _pkg, extras: list[str] = _extras) -> None:
+        extra_args = [a for e in extras for a in ("--extra", e)]
+        _sync(session, "--package", pkg, *extra_args, "--no-default-groups", "--group", "test")
+        session.run("pytest", f"packages/{pkg}", *session.posargs)
+
+
+@nox.session(name="tests-integration", python="3.11")
+def tests_integration(session: nox.Session) -> None:
+    """Cross-package tests (tests/): every package installed together, as `uv run` does."""
+    _sync(session, "--all-packages", "--group", "dev")
+    session.run("pytest", "tests", *session.posargs)
 
 
 @nox.session(python="3.11")
