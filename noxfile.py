@@ -46,7 +46,7 @@ def tests_integration(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "packages", "noxfile.py")
+    session.run("ruff", "check", "packages", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session(python="3.11", default=False)

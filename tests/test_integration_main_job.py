@@ -62,3 +62,52 @@ def test_jepa_eval_probes_a_finished_run(tmp_path, capsys):
     assert saved["pretrained (EMA target)"]["train_samples"] == 200
     assert saved["pretrained (EMA target)"]["feature_dim"] == 32
     assert set(saved["raw pixels"]["knn"]) == {"5"}
+
+
+TINY = [
+    "model.encoder=custom", "model.embed_dim=32", "model.depth=2", "model.num_heads=2",
+    "model.pred_depth=1", "model.pred_emb_dim=16", "model.patch_size=4", "data.batch_size=32",
+    "train.device=cpu", "train.num_threads=1", "train.progress=false", "train.log_every=2",
+]
+
+
+@pytest.mark.slow
+def test_every_protocol_monitors_and_report_files(tmp_path, capsys):
+    from jepa_core.cli import main
+    from jepa_core.run import pretrain
+    from PIL import Image
+
+    run = tmp_path / "r"
+    pretrain("ijepa", overrides=TINY + [
+        "optim.max_steps=4", "eval.monitor_every=2", "eval.monitor_samples=200",
+        "eval.protocols=[linear,knn,lowshot,attentive,finetune]", "eval.train_samples=400",
+        "eval.knn_k=[5]", "eval.lowshot_fractions=[0.1]", "eval.lowshot_seeds=[0,1]",
+        "eval.attentive_epochs=1", "eval.attentive_lrs=[1e-3]", "eval.attentive_wds=[0.01]",
+        "eval.attentive_depth=1", "eval.finetune_epochs=1",
+    ], run_dir=run)
+    res = json.loads((run / "eval" / "results.json").read_text())
+    pre = res["pretrained (EMA target)"]
+    for key in ("linear_probe", "knn", "lowshot", "attentive_probe", "finetune"):
+        assert key in pre, key
+    assert set(pre["lowshot"]["0.1"]) == {"mean", "std"}
+    # The raw-pixel baseline has no tokens: no attentive probe or fine-tuning for it.
+    assert "attentive_probe" not in res["raw pixels"] and "finetune" not in res["raw pixels"]
+    md = (run / "eval" / "results.md").read_text()
+    assert "attentive probe (%)" in md and "| raw pixels |" in md and "| random init |" in md
+    for png in ("accuracy", "confusion", "projection", "training"):
+        with Image.open(run / "eval" / f"{png}.png") as im:
+            assert im.size[0] > 300 and im.size[1] > 200
+    monitors = (run / "monitors.csv").read_text().splitlines()
+    assert monitors[0].startswith("step,rankme") and len(monitors) >= 3
+
+    # `jepa eval` on one checkpoint file, with a protocol list.
+    code = main(["eval", str(run / "checkpoints" / "latest.pt"), "--protocol", "linear",
+                 "eval.random_baseline=false", "eval.train_samples=300"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| pretrained (EMA target) |" in out and "k-NN" not in out.split("|---")[0]
+    res = json.loads((run / "eval" / "results.json").read_text())
+    assert list(res) == ["pretrained (EMA target)", "raw pixels"]
+    assert set(res["raw pixels"]) >= {"linear_probe"} and "knn" not in res["raw pixels"]
+    assert main(["eval", str(run), "--protocol", "linear,bogus"]) == 2
+    assert "unknown evaluation protocol 'bogus'" in capsys.readouterr().err

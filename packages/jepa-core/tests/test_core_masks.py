@@ -219,10 +219,16 @@ def test_collator_counter_without_stamps():
 
 
 def test_impossible_target_size_raises_instead_of_hanging():
+    from jepa_core.config import ConfigError
+
     cfg = MultiBlockMaskConfig(min_keep=10)
-    gen = MultiBlockMaskGenerator(cfg, 7)
-    with pytest.raises(ValueError, match="min_keep"):
-        gen.sample(4, torch.Generator().manual_seed(0))
+    # 7x7 grid: targets of at most 3x3 = 9 tokens can never keep more than 10: the config is
+    # refused when the generator is built, naming the key to change.
+    with pytest.raises(ConfigError, match=r"mask\.min_keep=10.*7x7 token grid"):
+        MultiBlockMaskGenerator(cfg, 7)
+    with pytest.raises(ConfigError, match="min_keep_context"):
+        MultiBlockMaskGenerator(MultiBlockMaskConfig(min_keep=4, min_keep_context=49), 7)
+    MultiBlockMaskGenerator(MultiBlockMaskConfig(min_keep=4), 7)  # the demo's setting is valid
 
 
 def test_allow_overlap_context_is_full_square():

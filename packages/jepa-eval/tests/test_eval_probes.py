@@ -74,7 +74,8 @@ def test_linear_probe_is_deterministic_on_overlapping_clusters():
     xtr, ytr, xte, yte = clusters(n_train=20, n_test=20, sep=0.12, seed=2)  # overlapping: not all 100
     a = linear_probe(xtr, ytr, xte, yte, l2_grid=(1e-3, 1e-1))
     b = linear_probe(xtr, ytr, xte, yte, l2_grid=(1e-3, 1e-1))
-    assert a == b
+    assert a == b and torch.equal(a.predictions, b.predictions)
+    assert (a.predictions == yte).double().mean().item() * 100 == a.accuracy
     assert 100.0 / C < a.accuracy < 100.0
 
 

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from jepa_core import registry
+from jepa_core.checkpoint import CheckpointError
 from jepa_core.config import ConfigError, to_dict
 
 
@@ -23,9 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--run-dir", help="run folder (default runs/<method>-<preset>-<time>)")
     pt.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
 
-    ev = sub.add_parser("eval", help="probe the frozen encoder of a run folder")
-    ev.add_argument("run_dir")
-    ev.add_argument("overrides", nargs="*", help="dotted overrides of the eval section, e.g. eval.train_samples=5000")
+    ev = sub.add_parser("eval", help="evaluate the frozen encoder of a run folder or checkpoint")
+    ev.add_argument("run_dir", help="a `jepa pretrain` run folder, or one of its checkpoint files")
+    ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.train_samples=5000")
+    ev.add_argument("--protocol", help="comma-separated: linear,knn,attentive,lowshot,finetune")
 
     sub.add_parser("list", help="installed methods, presets and evaluators")
 
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "eval":
             from jepa_core.run import evaluate_run
 
-            summary = evaluate_run(args.run_dir, args.overrides)
+            protocols = [p.strip() for p in args.protocol.split(",") if p.strip()] if args.protocol else None
+            summary = evaluate_run(args.run_dir, args.overrides, protocols)
             _print_summary(summary)
         elif args.command == "list":
             for name in registry.methods():
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = registry.get_method(args.method)
             cfg = spec.load_config(args.preset, args.config, args.overrides)
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, CheckpointError) as e:
         print(f"jepa: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -56,15 +56,31 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Probes run at the end of `jepa pretrain` (jepa-eval), on the frozen target encoder."""
+    """Evaluation of frozen encoders (jepa-eval): run at the end of `jepa pretrain` and by
+    `jepa eval`. Protocols: linear, knn, attentive, lowshot, finetune."""
 
     enabled: bool = True
+    protocols: tuple[str, ...] = ("linear", "knn")
     batch_size: int = 256
-    train_samples: int | None = None  # labeled training images for the probes; None = all
+    train_samples: int | None = None  # labeled training samples for the probes; None = all
+    last_layers: int = 1  # mean-pool each of the last k layers and concatenate (1 = I-JEPA protocol)
     knn_k: tuple[int, ...] = (10, 20, 200)
     knn_temperature: float = 0.07
+    attentive_form: Literal["vjepa", "vjepa2"] = "vjepa2"
+    attentive_depth: int | None = None  # None: 1 (V-JEPA) or 4 (V-JEPA 2)
+    attentive_epochs: int = 20
+    attentive_lrs: tuple[float, ...] = (5e-3, 3e-3, 1e-3, 3e-4, 1e-4)
+    attentive_wds: tuple[float, ...] = (0.01, 0.1, 0.4, 0.8)
+    lowshot_fractions: tuple[float, ...] = (0.01, 0.1)
+    lowshot_seeds: tuple[int, ...] = (0, 1, 2)
+    finetune_epochs: int = 5
+    finetune_lr: float = 1e-3
+    finetune_last_blocks: int | None = None  # None: the whole encoder
     random_baseline: bool = True
     raw_baseline: bool = True
+    monitor_every: int = 0  # >0: RankMe / feature-std / online probe every N steps while pretraining
+    monitor_samples: int = 1024
+    plots: bool = True
 
 
 @dataclass

@@ -8,7 +8,6 @@ runs/<method>-<preset>-<time>/
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
@@ -71,12 +70,20 @@ def pretrain(
         if spec.on_run_start is not None:
             spec.on_run_start(cfg, run_dir, dataset)
     data_cfg = getattr(cfg, "data", None)
+    callbacks = []
+    if cfg.eval.monitor_every > 0 and spec.build_eval_data is not None:
+        make_monitor = registry.get_evaluator("monitor")
+        if make_monitor is None:
+            log.warning("eval.monitor_every is set but jepa-eval is not installed; no monitors")
+        else:
+            callbacks.append(make_monitor(spec.build_eval_data(cfg)[0], cfg.eval))
     trainer = Trainer(
         model, dataset, collate, cfg.optim, cfg.train, run_dir,
         batch_size=getattr(data_cfg, "batch_size", 32),
         num_workers=getattr(data_cfg, "num_workers", 0),
         pin_memory=getattr(data_cfg, "pin_memory", False),
         config_dict=to_dict(cfg),
+        callbacks=callbacks,
     )
     fit = trainer.fit(resume=resume)
     summary: dict[str, Any] = {
@@ -89,20 +96,20 @@ def pretrain(
     plot_metrics(run_dir / "metrics.csv", run_dir / "plots")
     evaluation = None
     if cfg.eval.enabled and spec.build_eval_data is not None:
-        evaluation = evaluate_model(spec, cfg, model, trainer.device)
+        evaluation = evaluate_model(spec, cfg, model, trainer.device, out_dir=run_dir / "eval", run_dir=run_dir)
         if evaluation is not None:
             summary["evaluation"] = evaluation["results"]
             summary["evaluation_markdown"] = evaluation["markdown"]
-            (run_dir / "eval").mkdir(exist_ok=True)
-            with open(run_dir / "eval" / "results.json", "w") as f:
-                json.dump(evaluation["results"], f, indent=2)
     write_report(run_dir, cfg, summary, evaluation)
     return summary
 
 
-def evaluate_model(spec: registry.MethodSpec, cfg, model, device: torch.device) -> dict | None:
+def evaluate_model(
+    spec: registry.MethodSpec, cfg, model, device: torch.device, out_dir: Path | None = None, run_dir: Path | None = None
+) -> dict | None:
     """Frozen-encoder probes through the ``probes`` evaluator (jepa-eval), beside a randomly
-    initialised encoder of the same shape and, where meaningful, the raw inputs."""
+    initialised encoder of the same shape and, where meaningful, the raw inputs. With
+    ``out_dir`` the evaluator writes results.json, results.md and plots there."""
     evaluate = registry.get_evaluator("probes")
     if evaluate is None:
         log.warning("no evaluator installed: `pip install jepa-eval` to get probe accuracies after pretraining")
@@ -113,7 +120,8 @@ def evaluate_model(spec: registry.MethodSpec, cfg, model, device: torch.device) 
         with torch.random.fork_rng():
             torch.manual_seed(cfg.train.seed + 1)
             encoders["random init"] = spec.build_model(cfg).eval_encoder().to(device)
-    return evaluate(encoders, train_set, test_set, cfg.eval, device=device, seed=cfg.train.seed)
+    return evaluate(encoders, train_set, test_set, cfg.eval, device=device, seed=cfg.train.seed,
+                    out_dir=out_dir, run_dir=run_dir)
 
 
 def write_report(run_dir: Path, cfg, summary: dict, evaluation: dict | None) -> Path:
@@ -136,32 +144,41 @@ def write_report(run_dir: Path, cfg, summary: dict, evaluation: dict | None) -> 
     return path
 
 
-def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Probe the newest checkpoint of a `jepa pretrain` run folder again (``jepa eval``)."""
+def evaluate_run(
+    path: str | Path, overrides: list[str] | None = None, protocols: list[str] | None = None
+) -> dict[str, Any]:
+    """``jepa eval``: evaluate the newest readable checkpoint of a `jepa pretrain` run folder, or
+    one checkpoint file (ours: it carries its config). Results go to ``<run>/eval/``."""
     from jepa_core import checkpoint as ckpt
     from jepa_core.config import deep_merge, from_dict, load_yaml, parse_overrides
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir} is not a run folder: no config.yaml in it")
-    data = load_yaml(run_dir / "config.yaml")
+    path = Path(path)
+    if path.is_file():
+        obj = ckpt.load(path)
+        if "config" not in obj or "model" not in obj:
+            raise ConfigError(f"{path} is not a jepa run checkpoint (no config/model entries)")
+        data, found = obj["config"], (path, obj)
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    elif (path / "config.yaml").is_file():
+        data, run_dir = load_yaml(path / "config.yaml"), path
+        found = ckpt.latest_valid(path / "checkpoints")
+        if found is None:
+            raise ConfigError(f"no readable checkpoint in {path / 'checkpoints'}")
+    else:
+        raise ConfigError(f"{path} is neither a run folder (no config.yaml in it) nor a checkpoint file")
+    if protocols:
+        overrides = list(overrides or []) + [f"eval.protocols=[{','.join(protocols)}]"]
     if overrides:
         data = deep_merge(data, parse_overrides(overrides))
     spec = registry.get_method(data.get("method", ""))
     cfg = from_dict(spec.config_cls, data)
-    found = ckpt.latest_valid(run_dir / "checkpoints")
-    if found is None:
-        raise ConfigError(f"no readable checkpoint in {run_dir / 'checkpoints'}")
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     model = spec.build_model(cfg)
     model.load_state_dict(found[1]["model"])
     model.to(device)
-    evaluation = evaluate_model(spec, cfg, model, device)
+    evaluation = evaluate_model(spec, cfg, model, device, out_dir=run_dir / "eval", run_dir=run_dir)
     if evaluation is None:
         raise ConfigError("no evaluator installed: pip install jepa-eval")
-    (run_dir / "eval").mkdir(exist_ok=True)
-    with open(run_dir / "eval" / "results.json", "w") as f:
-        json.dump(evaluation["results"], f, indent=2)
     return {"run_dir": str(run_dir), "checkpoint": str(found[0]), "step": found[1].get("step"),
             "evaluation": evaluation["results"], "evaluation_markdown": evaluation["markdown"]}

@@ -14,12 +14,22 @@ def extract_features(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     max_samples: int | None = None,
+    last_layers: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean-pooled last-layer tokens (the I-JEPA protocol: no class token, average pooling;
     ijepa issue #36) of every sample, as float32 on CPU, with the labels.
 
-    ``encoder=None`` gives the raw inputs, flattened (the raw-pixel baseline).
+    ``last_layers=k > 1``: the mean-pooled outputs of each of the last k blocks (each through
+    the final norm), concatenated; needs an encoder that accepts ``return_layers`` (as
+    :class:`jepa_core.nn.VisionTransformer`). ``encoder=None`` gives the raw inputs, flattened
+    (the raw-pixel baseline).
     """
+    layers = None
+    if encoder is not None and last_layers > 1:
+        depth = getattr(encoder, "depth", None)
+        if depth is None:
+            raise ValueError("last_layers > 1 needs an encoder with `depth` and `return_layers` (a jepa ViT)")
+        layers = list(range(depth - last_layers, depth))
     if encoder is not None:
         was_training = encoder.training
         encoder.eval()
@@ -32,8 +42,11 @@ def extract_features(
         if encoder is None:
             f = x.flatten(1)
         else:
-            out = encoder(x)
-            f = out.mean(dim=1) if out.ndim == 3 else out
+            if layers is not None:
+                f = torch.cat([t.mean(dim=1) for t in encoder(x, return_layers=layers)], dim=1)
+            else:
+                out = encoder(x)
+                f = out.mean(dim=1) if out.ndim == 3 else out
         feats.append(f.float().cpu())
         labels.append(torch.as_tensor(y).cpu())
     if encoder is not None and was_training:

@@ -1,18 +1,24 @@
-"""The ``probes`` evaluator that `jepa pretrain` calls at the end of a run (entry point
-``jepa.evaluators:probes``): linear and k-NN probes of frozen encoders, with baselines."""
+"""The evaluators `jepa pretrain` and `jepa eval` call through jepa-core's registry (entry points
+``jepa.evaluators``): ``probes`` runs the configured protocols on frozen encoders with
+baselines; ``monitor`` builds the collapse-monitor callback for pretraining."""
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import torch
+from jepa_core.config import ConfigError
 from torch import nn
 
 from jepa_eval.features import extract_features
 from jepa_eval.probes import knn_probe, linear_probe
 
 log = logging.getLogger(__name__)
+
+PROTOCOLS = ("linear", "knn", "attentive", "lowshot", "finetune")
+NEEDS_TOKENS = {"attentive", "finetune"}  # not meaningful for the raw-input baseline
 
 
 def evaluate_encoders(
@@ -22,49 +28,136 @@ def evaluate_encoders(
     cfg,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    out_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
 ) -> dict:
-    """Probe each encoder (and the raw inputs when ``cfg.raw_baseline``) on ``train_set`` and
-    score on ``test_set``. ``cfg`` is a :class:`jepa_core.config.EvalConfig`.
-    Returns ``{"results": {name: {...}}, "markdown": table}``."""
+    """Run ``cfg.protocols`` (a :class:`jepa_core.config.EvalConfig`) on every encoder and, when
+    ``cfg.raw_baseline``, on the raw inputs. Features are extracted once per encoder and split.
+    With ``out_dir``, writes results.json, results.md and PNGs there (``run_dir``: a pretraining
+    run whose metrics.csv / monitors.csv give the curves over training).
+    Returns ``{"results": {encoder: {metric: value}}, "markdown": table}``."""
+    protocols = list(cfg.protocols)
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"unknown evaluation protocol {unknown[0]!r}; valid: {', '.join(PROTOCOLS)}")
     candidates: dict[str, nn.Module | None] = dict(encoders)
     if cfg.raw_baseline:
         candidates["raw pixels"] = None
-    results = {}
+    results: dict[str, dict] = {}
+    extras: dict[str, dict] = {}
     for name, enc in candidates.items():
         t0 = time.perf_counter()
-        tr_x, tr_y = extract_features(enc, train_set, cfg.batch_size, device, cfg.train_samples)
-        te_x, te_y = extract_features(enc, test_set, cfg.batch_size, device)
-        lin = linear_probe(tr_x, tr_y, te_x, te_y, seed=seed)
-        knn = knn_probe(tr_x, tr_y, te_x, te_y, tuple(cfg.knn_k), cfg.knn_temperature)
-        feat_std = tr_x.std(0)
-        results[name] = {
-            "linear_probe": round(lin.accuracy, 2),
-            "linear_probe_val": round(lin.val_accuracy, 2),
-            "linear_probe_l2": lin.weight_decay,
-            "knn": {str(k): round(v, 2) for k, v in knn.items()},
-            "feature_dim": int(tr_x.shape[1]),
-            "feature_std_mean": round(float(feat_std.mean()), 5),
-            "train_samples": int(len(tr_y)),
-            "test_samples": int(len(te_y)),
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
-        log.info("probed %s: linear %.2f%%, k-NN %s", name, lin.accuracy, results[name]["knn"])
-    return {"results": results, "markdown": markdown_table(results)}
+        layers = cfg.last_layers if enc is not None else 1
+        tr_x, tr_y = extract_features(enc, train_set, cfg.batch_size, device, cfg.train_samples, layers)
+        te_x, te_y = extract_features(enc, test_set, cfg.batch_size, device, None, layers)
+        r: dict = {"feature_dim": int(tr_x.shape[1]), "train_samples": int(len(tr_y)), "test_samples": int(len(te_y))}
+        x: dict = {"test_features": te_x, "test_labels": te_y}
+        if "linear" in protocols:
+            lin = linear_probe(tr_x, tr_y, te_x, te_y, seed=seed)
+            r.update(linear_probe=round(lin.accuracy, 2), linear_probe_val=round(lin.val_accuracy, 2),
+                     linear_probe_l2=lin.weight_decay)
+            x["linear_predictions"] = lin.predictions
+        if "knn" in protocols:
+            knn = knn_probe(tr_x, tr_y, te_x, te_y, tuple(cfg.knn_k), cfg.knn_temperature)
+            r["knn"] = {str(k): round(v, 2) for k, v in knn.items()}
+        if "lowshot" in protocols:
+            from jepa_eval.lowshot import low_shot
+
+            ls = low_shot(tr_x, tr_y, te_x, te_y, tuple(cfg.lowshot_fractions), tuple(cfg.lowshot_seeds))
+            r["lowshot"] = {f"{f:g}": {"mean": round(v.mean, 2), "std": round(v.std, 2)} for f, v in ls.items()}
+        if enc is not None and "attentive" in protocols:
+            r["attentive_probe"], r["attentive_grid"] = _attentive(enc, train_set, test_set, cfg, device, seed)
+        if enc is not None and "finetune" in protocols:
+            from jepa_eval.finetune import finetune
+
+            ft = finetune(enc, train_set, test_set, int(max(tr_y.max(), te_y.max())) + 1,
+                          last_blocks=cfg.finetune_last_blocks, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
+                          batch_size=min(cfg.batch_size, 128), device=device, seed=seed)
+            r["finetune"] = round(ft.accuracy, 2)
+        r["feature_std_mean"] = round(float(tr_x.std(0).mean()), 5)
+        r["seconds"] = round(time.perf_counter() - t0, 1)
+        results[name], extras[name] = r, x
+        log.info("evaluated %s in %.0f s: %s", name, r["seconds"], _headline(r))
+    md = markdown_table(results)
+    if out_dir is not None:
+        from jepa_eval.report import write_report
+
+        write_report(results, extras, md, Path(out_dir), run_dir=run_dir, plots=cfg.plots)
+    return {"results": results, "markdown": md}
+
+
+def _attentive(enc, train_set, test_set, cfg, device, seed) -> tuple[float, dict]:
+    from jepa_eval.attentive import extract_tokens, train_attentive_probes
+
+    tok_tr, y_tr = extract_tokens(enc, train_set, cfg.batch_size, device, cfg.train_samples)
+    tok_te, y_te = extract_tokens(enc, test_set, cfg.batch_size, device)
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(y_tr), generator=g)
+    n_val = max(1, len(perm) // 10)
+    val, fit = perm[:n_val], perm[n_val:]
+    heads = getattr(enc, "num_heads", None) or 1
+    res = train_attentive_probes(
+        tok_tr[fit], y_tr[fit], tok_tr[val], y_tr[val], cfg.attentive_lrs, cfg.attentive_wds,
+        tokens_test=tok_te, y_test=y_te, num_classes=int(max(y_tr.max(), y_te.max())) + 1, num_heads=heads,
+        depth=cfg.attentive_depth, form=cfg.attentive_form, epochs=cfg.attentive_epochs, seed=seed, device=device,
+    )
+    grid = {f"lr={lr:g},wd={wd:g}": round(v, 2) for (lr, wd), v in res.val_grid.items()}
+    return round(res.test_accuracy, 2), grid
+
+
+def _headline(r: dict) -> str:
+    keys = [k for k in ("linear_probe", "attentive_probe", "finetune") if k in r]
+    parts = [f"{k} {r[k]:.2f}%" for k in keys]
+    if "knn" in r:
+        parts.append("k-NN " + ", ".join(f"k={k}: {v:.2f}%" for k, v in r["knn"].items()))
+    return "; ".join(parts)
 
 
 def markdown_table(results: dict) -> str:
-    ks = next(iter(results.values()))["knn"].keys() if results else []
-    head = "| encoder | linear probe (%) | " + " | ".join(f"k-NN k={k} (%)" for k in ks) + " | features |"
-    sep = "|---|---:|" + "---:|" * len(ks) + "---:|"
-    rows = [
-        f"| {name} | {r['linear_probe']:.2f} | " + " | ".join(f"{r['knn'][k]:.2f}" for k in ks) + f" | {r['feature_dim']} |"
-        for name, r in results.items()
-    ]
-    n_tr = next(iter(results.values()))["train_samples"] if results else 0
-    n_te = next(iter(results.values()))["test_samples"] if results else 0
+    """One row per encoder, one column per metric that any encoder has ('-' where not run)."""
+    if not results:
+        return "| encoder |\n|---|\n"
+    first = next(iter(results.values()))
+    cols: list[tuple[str, str]] = []
+    if any("linear_probe" in r for r in results.values()):
+        cols.append(("linear probe (%)", "linear_probe"))
+    ks = next((r["knn"].keys() for r in results.values() if "knn" in r), [])
+    cols += [(f"k-NN k={k} (%)", f"knn.{k}") for k in ks]
+    fracs = next((r["lowshot"].keys() for r in results.values() if "lowshot" in r), [])
+    cols += [(f"low-shot {float(f) * 100:g} % labels (%)", f"lowshot.{f}") for f in fracs]
+    if any("attentive_probe" in r for r in results.values()):
+        cols.append(("attentive probe (%)", "attentive_probe"))
+    if any("finetune" in r for r in results.values()):
+        cols.append(("fine-tune (%)", "finetune"))
+    cols.append(("features", "feature_dim"))
+
+    def cell(r: dict, key: str) -> str:
+        if key.startswith("knn."):
+            v = r.get("knn", {}).get(key[4:])
+            return "-" if v is None else f"{v:.2f}"
+        if key.startswith("lowshot."):
+            v = r.get("lowshot", {}).get(key[8:])
+            return "-" if v is None else f"{v['mean']:.2f} ± {v['std']:.2f}"
+        v = r.get(key)
+        return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
+    head = "| encoder | " + " | ".join(c for c, _ in cols) + " |"
+    sep = "|---|" + "---:|" * len(cols)
+    rows = [f"| {name} | " + " | ".join(cell(r, k) for _, k in cols) + " |" for name, r in results.items()]
     note = (
-        f"\nMean-pooled last-layer features; logistic regression on standardised features with the L2 "
-        f"strength chosen on a 10 % validation split of the {n_tr} training samples; cosine k-NN with "
-        f"temperature-weighted votes. Scored on {n_te} held-out samples."
+        f"\nFrozen encoders, mean-pooled last-layer features. Linear probe: logistic regression on standardised "
+        f"features, L2 strength chosen on a 10 % validation split of the {first['train_samples']} training "
+        f"samples; k-NN: cosine similarity, votes weighted by exp(sim / 0.07); low-shot: the linear probe on a "
+        f"stratified fraction of the labels, mean ± std over seeds; attentive: the best of a grid of "
+        f"cross-attention probes on all tokens, chosen on validation. Scored on {first['test_samples']} "
+        f"held-out samples."
     )
     return "\n".join([head, sep, *rows]) + "\n" + note
+
+
+def make_monitor(dataset, cfg):
+    """The ``monitor`` evaluator: a :class:`jepa_eval.monitors.CollapseMonitor` for the Trainer."""
+    from jepa_eval.monitors import CollapseMonitor
+
+    return CollapseMonitor(dataset, every_n_steps=cfg.monitor_every, num_samples=cfg.monitor_samples, labels=True,
+                           batch_size=cfg.batch_size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,7 @@ class LinearProbeResult:
     val_accuracy: float  # best validation accuracy, in %
     weight_decay: float  # the L2 strength chosen on validation
     grid: dict[float, float]  # validation accuracy for every grid point
+    predictions: torch.Tensor | None = field(default=None, compare=False)  # predicted class per test sample
 
 
 def standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
@@ -69,8 +70,9 @@ def linear_probe(
     best = max(grid, key=lambda k: (grid[k], -k))
     xtr, xte = standardize(train_x, test_x)
     w = _fit_logistic(xtr, train_y, num_classes, best)
-    acc = 100.0 * (_predict(w, xte) == test_y).double().mean().item()
-    return LinearProbeResult(acc, grid[best], best, grid)
+    pred = _predict(w, xte)
+    acc = 100.0 * (pred == test_y).double().mean().item()
+    return LinearProbeResult(acc, grid[best], best, grid, pred)
 
 
 @torch.no_grad()

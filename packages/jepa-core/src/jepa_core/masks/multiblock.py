@@ -60,9 +60,35 @@ class MultiBlockMaskGenerator:
         self.cfg = cfg
         self.H, self.W = grid_h, grid_w if grid_w is not None else grid_h
         self.min_keep_ctx = cfg.min_keep if cfg.min_keep_context is None else cfg.min_keep_context
+        self._validate()
+
+    def _validate(self) -> None:
+        """Fail at construction on a config whose smallest blocks can never keep enough tokens
+        (the official collator would loop forever); block sizes are step functions of r."""
+        cfg = self.cfg
+        for r in torch.linspace(0, 1, 1001).tolist():
+            g = _FixedDraw(r)
+            self._check_sizes(self.block_size(g, cfg.pred_mask_scale, cfg.aspect_ratio),
+                              self.block_size(g, cfg.enc_mask_scale, (1.0, 1.0)))
+
+    def _check_sizes(self, target: tuple[int, int], context: tuple[int, int]) -> None:
+        from jepa_core.config import ConfigError
+
+        (ph, pw), (eh, ew) = target, context
+        if ph * pw <= self.cfg.min_keep:
+            raise ConfigError(
+                f"target blocks of {ph}x{pw} tokens can never keep more than mask.min_keep={self.cfg.min_keep} "
+                f"tokens on a {self.H}x{self.W} token grid (the official collator would loop forever); "
+                "lower mask.min_keep, raise mask.pred_mask_scale, or use a smaller patch"
+            )
+        if eh * ew <= self.min_keep_ctx:
+            raise ConfigError(
+                f"context blocks of {eh}x{ew} tokens can never keep more than {self.min_keep_ctx} tokens "
+                f"on a {self.H}x{self.W} token grid; lower mask.min_keep_context / mask.min_keep"
+            )
 
     def block_size(self, generator: torch.Generator, scale, aspect) -> tuple[int, int]:
-        r = torch.rand(1, generator=generator).item()
+        r = generator.draw() if isinstance(generator, _FixedDraw) else torch.rand(1, generator=generator).item()
         mask_scale = scale[0] + r * (scale[1] - scale[0])
         k = int(self.H * self.W * mask_scale)
         a = aspect[0] + r * (aspect[1] - aspect[0])  # the same r: the official quirk
@@ -113,23 +139,23 @@ class MultiBlockMaskGenerator:
         cfg = self.cfg
         ph, pw = self.block_size(generator, cfg.pred_mask_scale, cfg.aspect_ratio)
         eh, ew = self.block_size(generator, cfg.enc_mask_scale, (1.0, 1.0))
-        if ph * pw <= cfg.min_keep:
-            raise ValueError(
-                f"target blocks of {ph}x{pw} tokens can never keep more than min_keep={cfg.min_keep} "
-                f"tokens on a {self.H}x{self.W} grid (the official collator would loop forever); "
-                "lower mask.min_keep or raise mask.pred_mask_scale"
-            )
-        if eh * ew <= self.min_keep_ctx:
-            raise ValueError(
-                f"context blocks of {eh}x{ew} tokens can never keep more than "
-                f"{self.min_keep_ctx} tokens; lower mask.min_keep_context / mask.min_keep"
-            )
+        self._check_sizes((ph, pw), (eh, ew))
         targets = self._blocks((batch_size, cfg.num_pred_masks), ph, pw, generator)  # [B, P, H, W]
         complements = None if cfg.allow_overlap else ~targets
         contexts = torch.stack(
             [self._context(batch_size, eh, ew, complements, generator) for _ in range(cfg.num_enc_masks)], 1
         )
         return to_indices(contexts.flatten(2)), to_indices(targets.flatten(2))
+
+
+class _FixedDraw:
+    """Stands in for a generator in :meth:`MultiBlockMaskGenerator._validate`."""
+
+    def __init__(self, r: float):
+        self.r = r
+
+    def draw(self) -> float:
+        return self.r
 
 
 def to_indices(masks: torch.Tensor) -> list[torch.Tensor]:
