@@ -13,10 +13,12 @@ import nox
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["tests-jepa-core", "tests-jepa-image", "tests-jepa-eval", "tests-integration", "lint"]
+nox.options.sessions = [
+    "tests-jepa-core", "tests-jepa-image", "tests-jepa-video", "tests-jepa-eval", "tests-integration", "lint",
+]
 
 # package: the extras its tests need (plots: the PNGs a run writes)
-PACKAGES = {"jepa-core": ["plots", "safetensors"], "jepa-image": ["plots"], "jepa-eval": []}
+PACKAGES = {"jepa-core": ["plots", "safetensors"], "jepa-image": ["plots"], "jepa-video": [], "jepa-eval": []}
 ENV = {"UV_COMPILE_BYTECODE": "1", "UV_PYTHON_DOWNLOADS": "never"}
 
 

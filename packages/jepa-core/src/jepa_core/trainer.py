@@ -249,7 +249,7 @@ class Trainer:
         extra_sums: dict[str, torch.Tensor] = {}
         history: list[dict] = []
         t_start = t_log = time.perf_counter()
-        samples_at_log = self.state.samples_seen
+        samples_at_log = samples_at_start = self.state.samples_seen
         last_loss = float("nan")
         self.model.train()
         data_iter = iter(self._loader(self.state.batches_consumed))
@@ -335,7 +335,7 @@ class Trainer:
         seconds = time.perf_counter() - t_start
         return FitResult(
             steps=self.state.step, final_loss=last_loss, seconds=seconds,
-            samples_per_second=self.state.samples_seen * self.dist.world_size / max(seconds, 1e-9),
+            samples_per_second=(self.state.samples_seen - samples_at_start) * self.dist.world_size / max(seconds, 1e-9),
             run_dir=self.run_dir, bad_samples=self.state.bad_samples, history=history,
         )
 

@@ -15,6 +15,7 @@ def extract_features(
     device: torch.device | str = "cpu",
     max_samples: int | None = None,
     last_layers: int = 1,
+    progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean-pooled last-layer tokens (the I-JEPA protocol: no class token, average pooling;
     ijepa issue #36) of every sample, as float32 on CPU, with the labels.
@@ -37,7 +38,10 @@ def extract_features(
     subset = torch.utils.data.Subset(dataset, list(indices))
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0)
     feats, labels = [], []
-    for x, y in loader:
+    from tqdm.auto import tqdm
+
+    desc = "raw inputs" if encoder is None else "features"
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
         x = x.to(device)
         if encoder is None:
             f = x.flatten(1)

@@ -1,0 +1,220 @@
+"""V-JEPA 3-D multi-block masks, vectorised over the batch.
+
+Follows the official generator (jepa:src/masks/multiblock3d.py; reference B.2, and C.2 for
+V-JEPA 2 which uses the same ``_MaskGenerator``), per batch and per mask configuration:
+
+1. Three *independent* uniforms from the seeded generator, in this order: temporal scale ->
+   ``t = max(1, int(T' * s_t))``; spatial scale -> ``k = int(H' * W' * s)``; aspect ``a`` ->
+   ``h = round(sqrt(k a))``, ``w = round(sqrt(k / a))``, clamped to ``H'``, ``W'`` (a block may
+   span the full extent, unlike I-JEPA). One ``(t, h, w)`` per batch.
+2. For each sample, ``num_blocks`` tubes at ``top in [0, H'-h]``, ``left in [0, W'-w]``,
+   ``start in [0, T'-t]`` (inclusive bounds). With ``temporal_scale = 1`` every tube spans all
+   time steps. With ``max_temporal_keep < 1`` the time steps from
+   ``max(1, int(T' * max_temporal_keep))`` on are removed from the context (and so belong to
+   the target).
+3. Target = the union of the blocks (one prediction set per configuration, not one per block;
+   reference part D item 4); context = its complement. A sample whose context is empty is
+   drawn again.
+4. Indices are raster-sorted in (t, h, w); every context is truncated to the batch minimum (and
+   to ``max_keep`` if set), every target to its batch minimum, keeping the earliest indices.
+
+Differences from the official code (the distribution of one configuration is the same):
+
+- Block positions come from a seeded generator (the official code uses the process-global
+  RNG), so a batch's masks are a pure function of (seed, rank, step).
+- The Python loop over samples and blocks is replaced by batched tensor operations; the random
+  stream differs.
+- Official quirk kept by default (``share_size_draws=True``): every configuration's generator
+  is seeded with the same per-step counter, so all configurations of a batch draw the *same*
+  three uniforms (with the released fixed scales, the same aspect ratio). ``False`` gives each
+  configuration its own size stream.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+MAX_RESAMPLE = 1000  # rounds of redrawing samples with an empty context before giving up
+
+
+@dataclass(frozen=True)
+class MultiBlock3DMaskConfig:
+    """One mask configuration; field names are the official YAML keys (reference B.2).
+
+    Defaults are config 0 of the released V-JEPA / V-JEPA 2 pretraining configs
+    (jepa:configs/pretrain/vitl16.yaml, vjepa2:configs/train/vitl16/pretrain-256px-16f.yaml),
+    not the official generator's class defaults (spatial 0.2-0.8, aspect 0.3-3, 1 block).
+    """
+
+    spatial_scale: tuple[float, float] = (0.15, 0.15)
+    temporal_scale: tuple[float, float] = (1.0, 1.0)
+    aspect_ratio: tuple[float, float] = (0.75, 1.5)
+    num_blocks: int = 8
+    max_temporal_keep: float = 1.0
+    max_keep: int | None = None
+
+
+# The two released configurations: "short-range" 8 x 15 % and "long-range" 2 x 70 % (reference B.2, C.2).
+VJEPA_MASK_CONFIGS: tuple[MultiBlock3DMaskConfig, ...] = (
+    MultiBlock3DMaskConfig(spatial_scale=(0.15, 0.15), num_blocks=8),
+    MultiBlock3DMaskConfig(spatial_scale=(0.7, 0.7), num_blocks=2),
+)
+
+
+def first_k(masks: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean ``[B, N]`` -> LongTensor ``[B, k]``: the k smallest kept indices of each row."""
+    return torch.argsort((~masks).to(torch.uint8), dim=-1, stable=True)[:, :k]
+
+
+class MultiBlock3DMaskGenerator:
+    """Samples ``(mask_enc [B, Kc], mask_pred [B, Kp])`` for one configuration on a
+    ``frames x grid_h x grid_w`` token grid."""
+
+    def __init__(self, cfg: MultiBlock3DMaskConfig, frames: int, grid_h: int, grid_w: int | None = None):
+        self.cfg = cfg
+        self.T, self.H, self.W = frames, grid_h, grid_h if grid_w is None else grid_w
+        self.max_context_duration = max(1, int(self.T * cfg.max_temporal_keep))
+        if cfg.num_blocks < 1:
+            raise ValueError("num_blocks must be at least 1")
+        if cfg.max_keep is not None and cfg.max_keep < 1:
+            raise ValueError("max_keep must be positive")
+
+    def block_size(self, generator: torch.Generator) -> tuple[int, int, int]:
+        """(t, h, w) from three independent uniforms: temporal, spatial, aspect (in that order)."""
+        cfg = self.cfg
+        r_t, r_s, r_a = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
+        s_t = cfg.temporal_scale[0] + r_t * (cfg.temporal_scale[1] - cfg.temporal_scale[0])
+        t = max(1, int(self.T * s_t))
+        s = cfg.spatial_scale[0] + r_s * (cfg.spatial_scale[1] - cfg.spatial_scale[0])
+        k = int(self.H * self.W * s)
+        a = cfg.aspect_ratio[0] + r_a * (cfg.aspect_ratio[1] - cfg.aspect_ratio[0])
+        h = min(int(round(math.sqrt(k * a))), self.H)
+        w = min(int(round(math.sqrt(k / a))), self.W)
+        return min(t, self.T), h, w
+
+    def union_of_blocks(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator) -> torch.Tensor:
+        """Boolean ``[B, T, H, W]``: True where some block (or the time cut) masks the token."""
+        t, h, w = size
+        shape = (batch_size, self.cfg.num_blocks)
+        top = torch.randint(0, self.H - h + 1, shape, generator=g)  # inclusive upper bounds
+        left = torch.randint(0, self.W - w + 1, shape, generator=g)
+        start = torch.randint(0, self.T - t + 1, shape, generator=g)
+
+        def span(lo, n, length):
+            r = torch.arange(n)
+            return (r >= lo[..., None]) & (r < (lo + length)[..., None])  # [B, nb, n]
+
+        in_t, in_h, in_w = span(start, self.T, t), span(top, self.H, h), span(left, self.W, w)
+        blocks = in_t[..., :, None, None] & in_h[..., None, :, None] & in_w[..., None, None, :]
+        union = blocks.any(dim=1)
+        if self.max_context_duration < self.T:
+            union[:, self.max_context_duration :] = True
+        return union
+
+    def sample_union(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator) -> torch.Tensor:
+        """Union masks ``[B, N]``, redrawing (vectorised over the bad rows) any empty context."""
+        t, h, w = size
+        if h * w == 0:
+            raise ValueError(f"mask config {self.cfg} gives empty {h}x{w} blocks on a {self.H}x{self.W} grid")
+        if (t, h, w) == (self.T, self.H, self.W) or self.max_context_duration == 0:
+            raise ValueError(f"mask config {self.cfg} masks every token: the context would always be empty")
+        union = self.union_of_blocks(batch_size, size, g).flatten(1)
+        for _ in range(MAX_RESAMPLE):
+            bad = union.all(dim=1)
+            if not bad.any():
+                return union
+            union[bad] = self.union_of_blocks(int(bad.sum()), size, g).flatten(1)
+        raise RuntimeError(f"mask config {self.cfg}: context still empty after {MAX_RESAMPLE} redraws")
+
+    def sample(
+        self, batch_size: int, generator: torch.Generator, position_generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mask_enc [B, Kc], mask_pred [B, Kp])``: sizes from ``generator``, positions from
+        ``position_generator`` (default: the same generator)."""
+        size = self.block_size(generator)
+        union = self.sample_union(batch_size, size, position_generator or generator)
+        context = ~union
+        k_ctx = int(context.sum(1).min())
+        if self.cfg.max_keep is not None:
+            k_ctx = min(k_ctx, self.cfg.max_keep)
+        k_tgt = int(union.sum(1).min())
+        return first_k(context, k_ctx), first_k(union, k_tgt)
+
+
+class MultiBlock3DMaskCollator:
+    """``collate_fn`` that batches ``(video, label)`` samples and adds V-JEPA masks.
+
+    Like :class:`jepa_core.masks.multiblock.MultiBlockMaskCollator`: samples may carry a step
+    stamp (:class:`jepa_core.data.Stamped`) so the masks depend only on (seed, rank, step);
+    otherwise an internal counter stands in, as in the official collator. Returns
+    ``{input_key: videos, "labels", "masks_enc": [per config], "masks_pred": [per config],
+    "num_bad"}`` or ``{"skip": True, "num_bad": n}`` when every sample was corrupt.
+    Official constructor arguments: ``(cfgs_mask, crop_size, num_frames, patch_size,
+    tubelet_size)`` (jepa:src/masks/multiblock3d.py).
+    """
+
+    def __init__(
+        self,
+        cfgs: tuple[MultiBlock3DMaskConfig, ...] | list[MultiBlock3DMaskConfig] = VJEPA_MASK_CONFIGS,
+        input_size: int | tuple[int, int] = 224,
+        num_frames: int = 16,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        seed: int = 0,
+        rank: int = 0,
+        share_size_draws: bool = True,
+        input_key: str = "videos",
+        batch_transform=None,
+    ):
+        h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+        self.generators = [
+            MultiBlock3DMaskGenerator(c, num_frames // tubelet_size, h // patch_size, w // patch_size) for c in cfgs
+        ]
+        self.seed, self.rank = seed, rank
+        self.share_size_draws = share_size_draws
+        self.input_key = input_key
+        # Optional ``f(videos, generator) -> videos`` applied to the collated batch, seeded like the masks.
+        self.batch_transform = batch_transform
+        self._counter = -1
+
+    def masks(self, batch_size: int, step: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        from jepa_core.masks.multiblock import mix_seed
+
+        masks_enc, masks_pred = [], []
+        for i, gen in enumerate(self.generators):
+            size_stream = 0 if self.share_size_draws else i + 1
+            g_size = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, step, 0x73697A65, size_stream))
+            g_pos = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, step, 0x706F73, i))
+            enc, pred = gen.sample(batch_size, g_size, g_pos)
+            masks_enc.append(enc)
+            masks_pred.append(pred)
+        return masks_enc, masks_pred
+
+    def __call__(self, samples: list) -> dict:
+        from jepa_core.data import collate_stamped
+        from jepa_core.masks.multiblock import mix_seed
+
+        collated, step, num_bad = collate_stamped(samples)
+        if step is None:
+            self._counter += 1
+            step = self._counter
+        if collated is None:
+            return {"skip": True, "num_bad": num_bad}
+        if isinstance(collated, torch.Tensor):
+            videos, labels = collated, None
+        else:
+            videos, labels = collated[0], (collated[1] if len(collated) > 1 else None)
+        if self.batch_transform is not None:
+            aug = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, step, 0x617567))
+            videos = self.batch_transform(videos, aug)
+        masks_enc, masks_pred = self.masks(videos.shape[0], step)
+        return {
+            self.input_key: videos,
+            "labels": labels,
+            "masks_enc": masks_enc,
+            "masks_pred": masks_pred,
+            "num_bad": num_bad,
+        }

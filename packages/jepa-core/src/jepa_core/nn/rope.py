@@ -1,0 +1,169 @@
+"""3-D rotary position embedding (RoPE) of V-JEPA 2, and attention / blocks that use it.
+
+Reference C.1 (vjepa2:src/models/utils/modules.py ``RoPEAttention``, ``rotate_queries_or_keys``):
+
+- Per head of size ``Dh``, each axis gets ``S = 2 * floor(floor(Dh / 3) / 2)`` channels, laid out
+  ``[time S | height S | width S | rest]``; the rest is left untouched (Dh=64 -> S=20, 4 untouched;
+  Dh=80 -> S=26, 2 untouched; predictor Dh=32 -> S=10, 2 untouched).
+- Positions are integer token coordinates taken from the token index ``n`` (the mask index when
+  tokens were dropped): ``frame = n // (H' W')``, ``row = (n mod H'W') // W'``, ``col = n mod W'``.
+- For an ``S``-channel sub-block, ``omega_k = 1 / 10000 ** (k / (S / 2))``, ``k < S / 2``, and
+  ``theta_k = pos * omega_k``. Channels are rotated in *adjacent pairs* ``(x_2i, x_2i+1)``:
+  ``y_2i = x_2i cos a_2i - x_2i+1 sin a_2i``, ``y_2i+1 = x_2i+1 cos a_2i+1 + x_2i sin a_2i+1``.
+- **Official quirk (kept by default)**: the per-channel angles are *tiled*,
+  ``a_j = theta_(j mod S/2)`` (``repeat``), so the two members of a pair turn by different angles
+  and the map is not a rotation of the pair (vjepa2 PR #15, kept open for checkpoint
+  compatibility; reference C.1 and part D item 6). ``fix_tiling=True`` uses the textbook
+  interleaved layout ``a_2i = a_2i+1 = theta_i`` (``repeat_interleave``), which is a true
+  rotation and gives relative-position attention scores. Released V-JEPA 2 weights need the
+  tiled form.
+- Frequencies and angles are computed in the activation dtype (q's dtype, bf16 under autocast),
+  as the official code does (reference C.1), so bf16 results match bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jepa_core.nn.vit import Block
+
+
+def rope_axis_dim(head_dim: int) -> int:
+    """Channels per axis: ``2 * floor(floor(head_dim / 3) / 2)`` (reference C.1)."""
+    return 2 * ((head_dim // 3) // 2)
+
+
+def token_coordinates(
+    ids: torch.Tensor, grid_h: int, grid_w: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split token indices of a ``(t, h, w)``-ordered grid into (frame, row, col) integers."""
+    per_frame = grid_h * grid_w
+    frame = ids // per_frame
+    rest = ids - frame * per_frame
+    row = rest // grid_w
+    return frame, row, rest - row * grid_w
+
+
+def rope_angles(
+    pos: torch.Tensor, dim: int, dtype: torch.dtype, fix_tiling: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the per-channel angles ``[..., dim]`` for integer positions ``pos [...]``.
+
+    ``fix_tiling=False`` (official): ``a_j = theta_(j mod dim/2)``; ``True``: ``a_j = theta_(j // 2)``.
+    """
+    if dim % 2:
+        raise ValueError(f"RoPE needs an even number of channels, got {dim}")
+    omega = torch.arange(dim // 2, dtype=dtype, device=pos.device) / (dim / 2.0)
+    omega = 1.0 / 10000**omega
+    theta = pos.to(dtype).unsqueeze(-1) * omega  # [..., dim/2]
+    if fix_tiling:
+        theta = theta.repeat_interleave(2, dim=-1)
+    else:
+        theta = torch.cat([theta, theta], dim=-1)
+    return theta.cos(), theta.sin()
+
+
+def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``x * cos + rot(x) * sin`` with ``rot(x)_(2i, 2i+1) = (-x_2i+1, x_2i)`` (adjacent pairs)."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    rot = torch.stack((-x2, x1), dim=-1).flatten(-2)
+    return x * cos + rot * sin
+
+
+def rope_3d_tables(
+    ids: torch.Tensor,
+    grid_hw: tuple[int, int],
+    head_dim: int,
+    dtype: torch.dtype,
+    fix_tiling: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin ``[..., 3S]`` for the ``[t | h | w]`` channels of tokens with indices ``ids [...]``."""
+    S = rope_axis_dim(head_dim)
+    coords = token_coordinates(ids, *grid_hw)
+    cs = [rope_angles(c, S, dtype, fix_tiling) for c in coords]
+    return torch.cat([c for c, _ in cs], dim=-1), torch.cat([s for _, s in cs], dim=-1)
+
+
+def apply_rope_3d(
+    x: torch.Tensor,
+    ids: torch.Tensor,
+    grid_hw: tuple[int, int],
+    fix_tiling: bool = False,
+) -> torch.Tensor:
+    """Rotate queries or keys ``x [B, heads, N, Dh]`` by the 3-D RoPE of token indices ``ids``.
+
+    ``ids``: ``[N]`` (same positions for every row) or ``[B, N]``. Channels ``3S..Dh`` pass through.
+    Since S is even, no rotation pair straddles two axis blocks, so all three are rotated at once.
+    """
+    Dh = x.shape[-1]
+    S3 = 3 * rope_axis_dim(Dh)
+    cos, sin = rope_3d_tables(ids, grid_hw, Dh, x.dtype, fix_tiling)
+    if ids.ndim == 2:  # [B, N, 3S] -> [B, 1, N, 3S], shared over heads
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    rotated = rotate_pairs(x[..., :S3], cos, sin)
+    if S3 == Dh:
+        return rotated
+    return torch.cat([rotated, x[..., S3:]], dim=-1)
+
+
+class RoPEAttention(nn.Module):
+    """Self-attention with 3-D RoPE on q and k; parameters ``qkv`` and ``proj`` as in
+    :class:`jepa_core.nn.vit.Attention` (vjepa2:src/models/utils/modules.py ``RoPEAttention``).
+
+    ``forward(x, ids, grid_hw, attn_mask=None)``: ``ids`` are the token indices on the full
+    ``(T', H', W')`` grid (``[N]`` or ``[B, N]``); ``grid_hw = (H', W')``. SDPA, default scale
+    ``Dh ** -0.5``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, fix_tiling: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.fix_tiling = fix_tiling
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        ids: torch.Tensor,
+        grid_hw: tuple[int, int],
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q = apply_rope_3d(q, ids, grid_hw, self.fix_tiling)
+        k = apply_rope_3d(k, ids, grid_hw, self.fix_tiling)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class RoPEBlock(Block):
+    """Pre-norm block whose attention is :class:`RoPEAttention` (same parameter names as Block)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path: float = 0.0,
+        fix_tiling: bool = False,
+    ):
+        super().__init__(dim, num_heads, mlp_ratio, qkv_bias, drop_path)
+        self.attn = RoPEAttention(dim, num_heads, qkv_bias, fix_tiling)
+
+    def forward(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        ids: torch.Tensor,
+        grid_hw: tuple[int, int],
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), ids, grid_hw, attn_mask))
+        return x + self.drop_path(self.mlp(self.norm2(x)))

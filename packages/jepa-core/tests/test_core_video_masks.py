@@ -1,0 +1,219 @@
+"""V-JEPA 3-D multi-block masks (reference B.2, C.2 and part D item 4)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from jepa_core.data import Stamped
+from jepa_core.masks import (
+    VJEPA_MASK_CONFIGS,
+    MultiBlock3DMaskCollator,
+    MultiBlock3DMaskConfig,
+    MultiBlock3DMaskGenerator,
+)
+
+T, G = 8, 14  # 16 frames / tubelet 2, 224 px / 16
+N = T * G * G  # 1568
+BATCH = 24  # the official per-GPU batch
+
+
+def _loop_union(gen: MultiBlock3DMaskGenerator, B: int, size, g: torch.Generator) -> torch.Tensor:
+    """Independent per-sample loop (the official structure) drawing the same positions."""
+    t, h, w = size
+    nb = gen.cfg.num_blocks
+    top = torch.randint(0, gen.H - h + 1, (B, nb), generator=g)
+    left = torch.randint(0, gen.W - w + 1, (B, nb), generator=g)
+    start = torch.randint(0, gen.T - t + 1, (B, nb), generator=g)
+    out = torch.zeros(B, gen.T, gen.H, gen.W, dtype=torch.bool)
+    for b in range(B):
+        for j in range(nb):
+            s, tp, lf = int(start[b, j]), int(top[b, j]), int(left[b, j])
+            out[b, s : s + t, tp : tp + h, lf : lf + w] = True
+    out[:, gen.max_context_duration :] = True
+    return out.flatten(1)
+
+
+@pytest.fixture(scope="module")
+def official_batches():
+    """Per config: 12 batches of (size, union before truncation, enc, pred)."""
+    out = []
+    for cfg in VJEPA_MASK_CONFIGS:
+        gen = MultiBlock3DMaskGenerator(cfg, T, G)
+        rows = []
+        for seed in range(12):
+            g = torch.Generator().manual_seed(seed)
+            size = gen.block_size(g)
+            state = g.get_state()
+            union = gen.sample_union(BATCH, size, g)
+            g2 = torch.Generator()
+            g2.set_state(state)
+            enc, pred = gen.sample(BATCH, torch.Generator().manual_seed(seed))
+            rows.append((size, union, enc, pred, g2))
+        out.append((gen, rows))
+    return out
+
+
+def test_default_configs_are_the_released_ones():
+    short, long_ = VJEPA_MASK_CONFIGS
+    assert (short.num_blocks, short.spatial_scale) == (8, (0.15, 0.15))
+    assert (long_.num_blocks, long_.spatial_scale) == (2, (0.7, 0.7))
+    for c in VJEPA_MASK_CONFIGS:
+        assert c.aspect_ratio == (0.75, 1.5) and c.temporal_scale == (1.0, 1.0)
+        assert c.max_temporal_keep == 1.0 and c.max_keep is None
+
+
+def test_union_equals_loop_over_blocks(official_batches):
+    compared = 0
+    for gen, rows in official_batches:
+        for size, union, _, _, g2 in rows[:3]:
+            ref = _loop_union(gen, BATCH, size, g2)
+            if not ref.all(1).any():  # no resampling happened: the streams line up
+                assert torch.equal(union, ref)
+                compared += 1
+    assert compared >= 4
+
+
+def test_block_sizes_follow_independent_draws():
+    # short range: k = int(196 * .15) = 29, h = round(sqrt(29 a)), w = round(sqrt(29 / a)), a in [.75, 1.5]
+    # long range: k = 137, h, w clamped to 14 (the full extent is allowed)
+    seen = [set(), set()]
+    for i, cfg in enumerate(VJEPA_MASK_CONFIGS):
+        gen = MultiBlock3DMaskGenerator(cfg, T, G)
+        k = int(G * G * cfg.spatial_scale[0])
+        for seed in range(300):
+            t, h, w = gen.block_size(torch.Generator().manual_seed(seed))
+            assert t == T  # temporal scale 1: full-time tubes
+            a_lo, a_hi = cfg.aspect_ratio
+            assert round(math.sqrt(k * a_lo)) <= h <= min(G, round(math.sqrt(k * a_hi)))
+            assert min(G, round(math.sqrt(k / a_hi))) <= w <= min(G, round(math.sqrt(k / a_lo)))
+            seen[i].add((h, w))
+    assert (5, 6) in seen[0] and (7, 4) in seen[0]
+    assert any(h == G for h, _ in seen[1])  # clamped to the full height
+
+
+def test_context_is_complement_target_is_union(official_batches):
+    for _, rows in official_batches:
+        for _, union, enc, pred, _ in rows:
+            ctx = ~union
+            for b in range(BATCH):
+                ctx_idx = ctx[b].nonzero().squeeze(1)
+                tgt_idx = union[b].nonzero().squeeze(1)
+                # truncation keeps the earliest raster indices
+                assert torch.equal(enc[b], ctx_idx[: enc.shape[1]])
+                assert torch.equal(pred[b], tgt_idx[: pred.shape[1]])
+            # truncated to the batch minimum
+            assert enc.shape[1] == int(ctx.sum(1).min())
+            assert pred.shape[1] == int(union.sum(1).min())
+
+
+def test_disjoint_sorted_never_empty(official_batches):
+    for _, rows in official_batches:
+        for _, union, enc, pred, _ in rows:
+            assert enc.shape[1] >= 1 and pred.shape[1] >= 1
+            assert (~union).any(1).all()
+            assert (enc.diff(dim=1) > 0).all() and (pred.diff(dim=1) > 0).all()
+            hit = torch.zeros(BATCH, N, dtype=torch.int64)
+            hit.scatter_add_(1, enc, torch.ones_like(enc))
+            hit.scatter_add_(1, pred, torch.ones_like(pred))
+            assert hit.max() == 1
+
+
+def test_full_time_tubes(official_batches):
+    for _, rows in official_batches:
+        for _, union, *_ in rows:
+            u = union.view(BATCH, T, G, G)
+            assert torch.equal(u, u[:, :1].expand_as(u))
+
+
+def test_one_block_size_per_batch_and_inclusive_bounds():
+    cfg = MultiBlock3DMaskConfig(spatial_scale=(0.1, 0.3), temporal_scale=(0.5, 0.5), num_blocks=1)
+    gen = MultiBlock3DMaskGenerator(cfg, T, G)
+    reach = {"last_row": False, "last_col": False, "last_t": False, "first_row": False}
+    for seed in range(25):
+        g = torch.Generator().manual_seed(seed)
+        t, h, w = gen.block_size(g)
+        u = gen.sample_union(32, (t, h, w), g).view(32, T, G, G)
+        assert t == 4
+        for b in range(32):
+            ts, hs, ws = u[b].any(2).any(1), u[b].any(2).any(0), u[b].any(1).any(0)
+            assert (int(ts.sum()), int(hs.sum()), int(ws.sum())) == (t, h, w)  # same size every sample
+            assert int(u[b].sum()) == t * h * w  # one solid box
+            reach["last_t"] |= bool(ts[-1])
+            reach["last_row"] |= bool(hs[-1])
+            reach["last_col"] |= bool(ws[-1])
+            reach["first_row"] |= bool(hs[0])
+    assert all(reach.values()), reach
+
+
+def test_mask_amounts_match_official_simulation(official_batches):
+    # reference B.2 [sim]: short range ~63 % masked before truncation, context ~359, target ~742;
+    # long range context ~94, target ~1114 (per-GPU batch 24, 16 f @ 224).
+    (short_gen, short), (long_gen, long_) = official_batches
+    frac = sum(u.float().mean().item() for _, u, *_ in short) / len(short)
+    assert 0.58 < frac < 0.68
+    kc = sum(e.shape[1] for *_, e, _, _ in short) / len(short)
+    kt = sum(p.shape[1] for *_, p, _ in short) / len(short)
+    assert 280 < kc < 440 and 650 < kt < 850
+    kc = sum(e.shape[1] for *_, e, _, _ in long_) / len(long_)
+    kt = sum(p.shape[1] for *_, p, _ in long_) / len(long_)
+    assert 50 < kc < 150 and 1030 < kt < 1200
+
+
+def test_empty_context_is_redrawn():
+    # 2x2 grid, blocks of 1x2 or 2x1; three of them often cover everything.
+    cfg = MultiBlock3DMaskConfig(spatial_scale=(0.5, 0.5), aspect_ratio=(0.5, 2.0), num_blocks=3)
+    gen = MultiBlock3DMaskGenerator(cfg, 1, 2)
+    for seed in range(10):
+        enc, pred = gen.sample(64, torch.Generator().manual_seed(seed))
+        assert enc.shape[1] >= 1
+        assert not bool((enc[:, :, None] == pred[:, None, :]).any())
+
+
+def test_impossible_config_raises():
+    cfg = MultiBlock3DMaskConfig(spatial_scale=(1.0, 1.0), aspect_ratio=(1.0, 1.0), num_blocks=1)
+    with pytest.raises(ValueError):
+        MultiBlock3DMaskGenerator(cfg, 2, 4).sample(2, torch.Generator().manual_seed(0))
+
+
+def test_max_keep_and_max_temporal_keep():
+    cfg = MultiBlock3DMaskConfig(num_blocks=2, max_temporal_keep=0.5, max_keep=50)
+    gen = MultiBlock3DMaskGenerator(cfg, T, G)
+    g = torch.Generator().manual_seed(0)
+    u = gen.sample_union(8, gen.block_size(g), g).view(8, T, G, G)
+    assert u[:, T // 2 :].all()  # time steps past max_temporal_keep never in the context
+    enc, pred = gen.sample(8, torch.Generator().manual_seed(1))
+    assert enc.shape[1] == 50
+    assert (enc // (G * G) < T // 2).all()
+
+
+def test_collator_output_and_step_stamps():
+    videos = [(torch.full((3, 16, 32, 32), float(i)), i) for i in range(4)]
+    col = MultiBlock3DMaskCollator(VJEPA_MASK_CONFIGS, 32, 16, 8, 2, seed=5)
+    out = col([Stamped(v, 7) for v in videos])
+    assert set(out) == {"videos", "labels", "masks_enc", "masks_pred", "num_bad"}
+    assert out["videos"].shape == (4, 3, 16, 32, 32) and out["labels"].tolist() == [0, 1, 2, 3]
+    assert len(out["masks_enc"]) == len(out["masks_pred"]) == 2
+    for e, p in zip(out["masks_enc"], out["masks_pred"]):
+        assert e.shape[0] == p.shape[0] == 4 and e.dtype == p.dtype == torch.int64
+        assert int(max(e.max(), p.max())) < 8 * 4 * 4
+    again = MultiBlock3DMaskCollator(VJEPA_MASK_CONFIGS, 32, 16, 8, 2, seed=5, input_key="inputs")
+    out2 = again([Stamped(v, 7) for v in videos])
+    assert "inputs" in out2
+    for a, b in zip(out["masks_enc"] + out["masks_pred"], out2["masks_enc"] + out2["masks_pred"]):
+        assert torch.equal(a, b)  # a pure function of (seed, rank, step)
+    bad = col([Stamped(None, 3), Stamped(None, 3)])
+    assert bad == {"skip": True, "num_bad": 2}
+
+
+def test_collator_shared_size_draws_quirk():
+    # Official: every config's generator is seeded with the same counter, so both configs of a
+    # batch draw the same uniforms (reference B.2 step 1); share_size_draws=False decouples them.
+    cfg = MultiBlock3DMaskConfig(spatial_scale=(0.1, 0.9), aspect_ratio=(0.5, 2.0), num_blocks=1)
+    for share, expect_equal in ((True, True), (False, False)):
+        col = MultiBlock3DMaskCollator([cfg, cfg], 224, 16, 16, 2, share_size_draws=share)
+        equal = [
+            col.masks(4, step)[1][0].shape == col.masks(4, step)[1][1].shape for step in range(10)
+        ]
+        assert all(equal) if expect_equal else not all(equal)
