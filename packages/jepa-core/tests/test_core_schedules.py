@@ -95,3 +95,14 @@ def test_constant_and_schedule_length():
     assert schedule_length(300, 625) == 187500
     assert schedule_length(10, 7, 1.25) == 87  # int(87.5)
     assert schedule_length(2.5, 3) == 7  # int(7.5), fractional epochs
+
+
+def test_linear_decay_matches_the_v_jepa_2_cooldown():
+    from jepa_core.schedules import LinearDecay
+
+    # V-JEPA 2 cooldown: 5.25e-4 -> 1e-6 over 1.25 * 40 * 300 = 15000 steps, run for 12000.
+    s = LinearDecay(5.25e-4, 1e-6, schedule_length(40, 300, 1.25))
+    assert s.value(0) == pytest.approx(5.25e-4 + (1e-6 - 5.25e-4) / 15000)
+    assert s.value(7499) == pytest.approx((5.25e-4 + 1e-6) / 2)
+    assert s.value(11999) == pytest.approx(5.25e-4 + 0.8 * (1e-6 - 5.25e-4))  # about 1.06e-4
+    assert s.value(11999) == pytest.approx(1.058e-4, rel=1e-3)

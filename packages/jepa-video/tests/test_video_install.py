@@ -32,7 +32,7 @@ def test_declared_dependencies():
 
 
 def test_import_pulls_in_no_image_package_torchvision_or_optional_decoder():
-    code = ("import sys, jepa_video, jepa_video.datasets, jepa_video.demo_data, jepa_video.pytorchvideo_adapter; "
+    code = ("import sys, jepa_video, jepa_video.datasets, jepa_video.demo_data, jepa_video.pytorchvideo_adapter, jepa_video.vjepa; "
             "bad = [m for m in ('jepa_image', 'torchvision', 'pytorchvideo', 'torchcodec', 'decord') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -28,7 +28,7 @@ class OptimConfig:
     start_lr: float = 2e-4
     lr: float = 1e-3
     final_lr: float = 1e-6
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    lr_schedule: Literal["cosine", "constant", "linear"] = "cosine"  # linear: V-JEPA 2 cooldown
     weight_decay: float = 0.04
     final_weight_decay: float = 0.4
     ema: tuple[float, float] = (0.996, 1.0)

@@ -49,6 +49,21 @@ class WarmupConstant:
 
 
 @dataclass(frozen=True)
+class LinearDecay:
+    """Linear from ``ref`` towards ``final`` over ``T_max`` steps (vjepa2:src/utils/schedulers.py
+    ``LinearDecaySchedule``, the V-JEPA 2 cooldown). With ``ipe_scale`` 1.25 the run stops at 80 %
+    of the way, so the cooldown LR ends near 1.06e-4, not 1e-6 (reference C.3)."""
+
+    ref: float
+    final: float
+    T_max: int
+
+    def value(self, step: int) -> float:
+        progress = (step + 1) / max(1, self.T_max)
+        return self.ref + progress * (self.final - self.ref)
+
+
+@dataclass(frozen=True)
 class CosineWD:
     """Cosine from ``ref`` to ``final`` over ``T_max`` (``CosineWDSchedule``), clamped at
     ``final`` in the direction of travel. I-JEPA's weight decay *rises* 0.04 -> 0.4."""

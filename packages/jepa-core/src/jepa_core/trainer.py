@@ -143,6 +143,8 @@ class Trainer:
         warm = int(oc.warmup * self.ipe)
         if oc.lr_schedule == "cosine":
             self.lr_schedule = WarmupCosine(oc.start_lr, oc.lr, oc.final_lr, warm, T)
+        elif oc.lr_schedule == "linear":
+            self.lr_schedule = LinearDecay(oc.lr, oc.final_lr, T)
         else:
             self.lr_schedule = WarmupConstant(oc.start_lr, oc.lr, warm)
         self.wd_schedule = CosineWD(oc.weight_decay, oc.final_weight_decay, T)

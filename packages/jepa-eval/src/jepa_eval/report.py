@@ -104,7 +104,8 @@ def plot_projection(extras: dict, path: Path, max_points: int = 3000) -> Path:
     """PCA of the standardised test features onto their first two components, per encoder."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(extras), figsize=(4.6 * len(extras), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(extras), figsize=(4.8 * len(extras) + 1, 4.6), squeeze=False,
+                             constrained_layout=True)
     for ax, (name, x) in zip(axes[0], extras.items()):
         f, y = x["test_features"][:max_points].double(), x["test_labels"][:max_points]
         f = (f - f.mean(0)) / f.std(0).clamp_min(1e-8)

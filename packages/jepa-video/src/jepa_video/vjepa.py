@@ -1,0 +1,545 @@
+"""V-JEPA (Bardes et al., 2024) and V-JEPA 2 (Assran et al., 2025): predict, in the space of an
+EMA target encoder, the features of the masked spatio-temporal tubes of a clip from the
+features of the visible ones.
+
+One training step (:meth:`VJEPA.forward`), as in the papers and the official code
+(reference parts B.3, C.3):
+
+1. targets ``h = LN(target_encoder(clips))`` (the encoder's own final norm, then a
+   parameter-free layer norm), gathered at each mask configuration's target tokens;
+2. context ``z_i = encoder(clips, context mask i)`` for each configuration ``i`` (the
+   official code runs the encoder once per configuration; here one packed pass with a
+   block-diagonal attention mask, :meth:`VideoVisionTransformer.forward_multi`, which equals it
+   up to float summation order);
+3. predictions ``p_i = predictor(z_i, context mask i, target mask i, mask_index)``, with
+   ``mask_index = i`` for V-JEPA and ``0`` for V-JEPA 2 (the official quirk: V-JEPA 2 indexes
+   the mask token by clip-length group, so with one group both configurations share
+   ``mask_tokens[0]``; ``model.mask_token_per_config`` switches it);
+4. loss = mean over configurations of ``mean(|p_i - h_i| ** p) / p`` with ``p = loss_exp`` (1:
+   L1).
+
+The two methods differ only in their defaults (model: sin-cos table vs. 3-D RoPE, predictor
+heads and mask tokens, init rescale; data: ``frame_step 4`` at 224 px vs. ``fps 4`` at 256 px;
+optimisation: warm-up + cosine LR, cosine WD 0.04 -> 0.4, linear EMA 0.998 -> 1, clip 10 vs.
+warm-up + constant LR, constant WD 0.04 and EMA 0.99925, no clipping). Presets:
+``jepa_video/presets/vjepa_*.yaml`` and ``vjepa2_*.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from jepa_core.config import BaseConfig, ConfigError
+from jepa_core.masks import (
+    VJEPA_MASK_CONFIGS,
+    MultiBlock3DMaskCollator,
+    MultiBlock3DMaskConfig,
+    apply_masks,
+)
+from jepa_core.method import JEPAMethod
+from jepa_core.nn import (
+    VIDEO_VIT_SIZES,
+    VideoVisionTransformer,
+    VJEPA2Predictor,
+    VJEPAPredictor,
+)
+from jepa_core.registry import MethodSpec
+from jepa_core.target import EMATarget, normalize_targets
+from torch import nn
+from torch.utils.data import Dataset
+
+from .datasets import ClipDataset, VideoFolder, VideoIndex
+from .demo_data import make_demo_videos, split_label
+from .sampling import ClipSampler
+from .transforms import VideoEvalTransform, VideoTrainTransform
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "VJEPA",
+    "VJEPA2_SPEC",
+    "VJEPA_SPEC",
+    "LabelMap",
+    "VJEPA2Config",
+    "VJEPA2DataConfig",
+    "VJEPA2ModelConfig",
+    "VJEPAConfig",
+    "VJEPAModelConfig",
+    "VideoDataConfig",
+    "WeightedDraw",
+    "build_encoder",
+    "build_eval_data",
+    "build_model",
+    "build_predictor",
+    "build_train_data",
+    "demo_dir",
+    "enable_activation_checkpointing",
+    "ensure_demo_videos",
+    "vjepa_loss",
+]
+
+# ---------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class VideoDataConfig:
+    """Video data; defaults are V-JEPA's (jepa:configs/pretrain/vitl16.yaml, reference B.4).
+
+    ``dataset``: ``demo`` (moving-sprite mp4 files made on first use in ``root``, default
+    ``runs/.jepa_video_demo``), ``folder`` (``root``: a folder of videos, classes from
+    sub-folders) or ``index`` (``index``: official ``path label`` files, optional per-file
+    ``weights`` as V-JEPA 2). The probes after pretraining read ``eval_train`` / ``eval_test``
+    (a folder or an index file, by ``dataset``); the demo makes a held-out set with unseen
+    sprites. Exactly one of ``frame_step``, ``fps``, ``duration`` is set.
+    """
+
+    dataset: Literal["demo", "folder", "index"] = "index"
+    root: str | None = None
+    index: tuple[str, ...] = ()
+    weights: tuple[float, ...] | None = None  # per index file; None: uniform over samples (V-JEPA)
+    eval_train: str | None = None
+    eval_test: str | None = None
+    frames_per_clip: int = 16
+    frame_step: int | None = 4
+    fps: float | None = None
+    duration: float | None = None
+    num_clips: int = 1
+    crop_size: int = 224
+    crop_scale: tuple[float, float] = (0.3, 1.0)
+    aspect_ratio: tuple[float, float] = (0.75, 1.35)
+    hflip: float = 0.5
+    eval_short_side: int | None = None  # eval resize before the centre crop; None: crop * 256 / 224
+    batch_size: int = 24  # per process
+    num_workers: int = 12
+    pin_memory: bool = True
+    decoder: str = "auto"  # auto | pyav | decord | torchcodec
+    # Probe labels: the demo's index holds class * 8 + direction; other datasets need "raw".
+    label: Literal["direction", "class", "raw"] = "direction"
+    # demo set (dataset=demo): clips made with jepa_video.demo_data.make_demo_videos
+    demo_clips: int = 400
+    demo_eval_clips: int = 160
+    demo_frames: int = 16
+    demo_size: int = 32
+    demo_speeds: tuple[float, ...] = (1.0,)
+    demo_seed: int = 0
+
+
+@dataclass
+class VJEPA2DataConfig(VideoDataConfig):
+    """V-JEPA 2 data defaults (vjepa2:configs/train/vitl16/pretrain-256px-16f.yaml, reference C.4)."""
+
+    frame_step: int | None = None
+    fps: float | None = 4
+    crop_size: int = 256
+    num_workers: int = 8
+
+
+@dataclass
+class VJEPAModelConfig:
+    """Encoder and predictor; defaults are V-JEPA ViT-L/16 (reference B.1)."""
+
+    encoder: str = "vit_large"  # a name of jepa_core.nn.VIDEO_VIT_SIZES, or "custom"
+    embed_dim: int | None = None  # override the size table (needed for "custom")
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+    in_chans: int = 3
+    patch_size: int = 16
+    tubelet_size: int = 2
+    pred_depth: int = 12
+    pred_emb_dim: int = 384
+    pred_num_heads: int | None = None  # None: the encoder's head count (V-JEPA)
+    num_mask_tokens: int = 2
+    uniform_power: bool = True
+    use_rope: bool = False
+    rope_fix_tiling: bool = False  # False: the official tiled RoPE frequencies (reference C.1)
+    rescale_init: bool = False  # V-JEPA's init_video_model undoes the depth rescale
+    drop_path_rate: float = 0.0
+    activation_checkpointing: bool = False
+    loss_exp: float = 1.0
+    # mask_tokens[i] for mask configuration i (V-JEPA) or mask_tokens[0] for all (V-JEPA 2)
+    mask_token_per_config: bool = True
+    packed_context: bool = True  # one encoder pass for all mask configs (False: one per config)
+    init_checkpoint: str | None = None  # a jepa run checkpoint to start from (V-JEPA 2 cooldown)
+
+
+@dataclass
+class VJEPA2ModelConfig(VJEPAModelConfig):
+    """V-JEPA 2 ViT-L/16 defaults (reference C.1): RoPE, 12 predictor heads, 10 mask tokens,
+    the depth rescale kept, activation checkpointing on, mask_tokens[0] for both configs."""
+
+    pred_num_heads: int | None = 12
+    num_mask_tokens: int = 10
+    use_rope: bool = True
+    rescale_init: bool = True
+    activation_checkpointing: bool = True
+    mask_token_per_config: bool = False
+
+
+@dataclass
+class VJEPAConfig(BaseConfig):
+    method: str = "vjepa"
+    data: VideoDataConfig = field(default_factory=VideoDataConfig)
+    model: VJEPAModelConfig = field(default_factory=VJEPAModelConfig)
+    mask: tuple[MultiBlock3DMaskConfig, ...] = VJEPA_MASK_CONFIGS
+
+
+@dataclass
+class VJEPA2Config(BaseConfig):
+    method: str = "vjepa2"
+    data: VJEPA2DataConfig = field(default_factory=VJEPA2DataConfig)
+    model: VJEPA2ModelConfig = field(default_factory=VJEPA2ModelConfig)
+    mask: tuple[MultiBlock3DMaskConfig, ...] = VJEPA_MASK_CONFIGS
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+def vjepa_loss(pred: torch.Tensor, target: torch.Tensor, loss_exp: float = 1.0) -> torch.Tensor:
+    """``mean(|pred - target| ** loss_exp) / loss_exp`` (jepa:app/vjepa/train.py ``loss_fn``)."""
+    return (pred - target).abs().pow(loss_exp).mean() / loss_exp
+
+
+def enable_activation_checkpointing(blocks: nn.ModuleList) -> None:
+    """Recompute each block's activations in the backward pass (``torch.utils.checkpoint``,
+    non-reentrant, one segment per block, as ``use_activation_checkpointing`` in V-JEPA 2).
+
+    The block's ``forward`` is wrapped on the instance, so parameter names and state dicts do
+    not change. Without gradients (the target encoder, evaluation) the block runs as usual.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    for blk in blocks:
+        if getattr(blk, "_jepa_checkpointed", False):
+            continue
+        inner = blk.forward
+
+        def forward(*args, _inner=inner, **kwargs):
+            if torch.is_grad_enabled():
+                return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
+            return _inner(*args, **kwargs)
+
+        blk.forward = forward
+        blk._jepa_checkpointed = True
+
+
+class VJEPA(JEPAMethod):
+    """V-JEPA / V-JEPA 2 training step over ``batch = {"videos", "masks_enc", "masks_pred"}``
+    (one context and one target mask per configuration, ``[B, K]`` each).
+
+    ``mask_token_per_config``: the predictor's mask token of configuration ``i`` is
+    ``mask_tokens[i]`` (V-JEPA) or ``mask_tokens[0]`` (V-JEPA 2 with one clip-length group).
+    Mask tokens that no configuration can use are frozen (``requires_grad=False``): they get no
+    gradient in the official code either, and freezing them keeps DDP from waiting on them.
+    """
+
+    def __init__(
+        self,
+        encoder: VideoVisionTransformer,
+        predictor: VJEPAPredictor | VJEPA2Predictor,
+        num_mask_configs: int = 2,
+        mask_token_per_config: bool = True,
+        loss_exp: float = 1.0,
+        packed_context: bool = True,
+        activation_checkpointing: bool = False,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.predictor = predictor
+        self.target_encoder = EMATarget(encoder)  # before checkpointing: the target needs none
+        self.num_mask_configs = num_mask_configs
+        self.mask_token_per_config = mask_token_per_config
+        self.loss_exp = loss_exp
+        self.packed_context = packed_context
+        used = {self.mask_index(i) % predictor.num_mask_tokens for i in range(num_mask_configs)}
+        for i, token in enumerate(predictor.mask_tokens):
+            token.requires_grad_(i in used)
+        if activation_checkpointing:
+            enable_activation_checkpointing(self.encoder.blocks)
+            enable_activation_checkpointing(self.predictor.predictor_blocks)
+
+    def mask_index(self, config: int) -> int:
+        return config if self.mask_token_per_config else 0
+
+    @staticmethod
+    def _flatten_clips(videos: torch.Tensor, masks: list[torch.Tensor]):
+        """``[B, num_clips, C, T, H, W]`` -> clip-major ``[num_clips * B, C, T, H, W]`` with the
+        masks repeated per clip (the official loop shares a sample's masks across its clips)."""
+        if videos.ndim == 5:
+            return videos, masks
+        n = videos.shape[1]
+        return videos.transpose(0, 1).flatten(0, 1), [m.repeat(n, 1) for m in masks]
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        masks_enc, masks_pred = list(batch["masks_enc"]), list(batch["masks_pred"])
+        if len(masks_enc) != self.num_mask_configs or len(masks_pred) != self.num_mask_configs:
+            raise ValueError(f"expected {self.num_mask_configs} mask configurations, got "
+                             f"{len(masks_enc)} context and {len(masks_pred)} target masks")
+        clips, masks_enc = self._flatten_clips(batch["videos"], masks_enc)
+        _, masks_pred = self._flatten_clips(batch["videos"], masks_pred)
+        # Targets: the EMA encoder on the whole clip, layer-normed, gathered per configuration.
+        with torch.no_grad():
+            h = normalize_targets(self.target_encoder(clips))
+            targets = [apply_masks(h, m) for m in masks_pred]
+        # Context: the encoder sees only each configuration's visible tokens.
+        if self.packed_context:
+            contexts = self.encoder.forward_multi(clips, masks_enc)
+        else:
+            contexts = [self.encoder(clips, m) for m in masks_enc]
+        # Predictions of the masked tokens, one predictor call per configuration.
+        preds = [
+            self.predictor(z, m_enc, m_pred, mask_index=self.mask_index(i))
+            for i, (z, m_enc, m_pred) in enumerate(zip(contexts, masks_enc, masks_pred))
+        ]
+        losses = [vjepa_loss(p, t, self.loss_exp) for p, t in zip(preds, targets)]
+        loss = torch.stack(losses).mean()
+        out = {"loss": loss}
+        for i, (m_enc, m_pred) in enumerate(zip(masks_enc, masks_pred)):
+            out[f"context_tokens_{i}"] = m_enc.shape[1]
+            out[f"target_tokens_{i}"] = m_pred.shape[1]
+        return out
+
+
+def _encoder_dims(m: VJEPAModelConfig) -> tuple[int, int, int, float]:
+    if m.encoder == "custom":
+        if None in (m.embed_dim, m.depth, m.num_heads):
+            raise ConfigError("model.encoder=custom needs model.embed_dim, model.depth and model.num_heads")
+        return m.embed_dim, m.depth, m.num_heads, m.mlp_ratio or 4.0  # type: ignore[return-value]
+    if m.encoder not in VIDEO_VIT_SIZES:
+        raise ConfigError(f"unknown model.encoder {m.encoder!r}; valid: {', '.join(VIDEO_VIT_SIZES)}, custom")
+    dim, depth, heads, ratio = VIDEO_VIT_SIZES[m.encoder]
+    return m.embed_dim or dim, m.depth or depth, m.num_heads or heads, m.mlp_ratio or ratio
+
+
+def build_encoder(cfg: VJEPAConfig | VJEPA2Config) -> VideoVisionTransformer:
+    m, d = cfg.model, cfg.data
+    dim, depth, heads, ratio = _encoder_dims(m)
+    return VideoVisionTransformer(
+        img_size=d.crop_size, num_frames=d.frames_per_clip, patch_size=m.patch_size, tubelet_size=m.tubelet_size,
+        in_chans=m.in_chans, embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=ratio,
+        drop_path_rate=m.drop_path_rate, uniform_power=m.uniform_power, use_rope=m.use_rope,
+        rope_fix_tiling=m.rope_fix_tiling, rescale_init=m.rescale_init,
+    )
+
+
+def build_predictor(cfg: VJEPAConfig | VJEPA2Config, encoder: VideoVisionTransformer) -> nn.Module:
+    """The V-JEPA predictor (sin-cos table) or, with ``use_rope``, the V-JEPA 2 one (RoPE)."""
+    m, d = cfg.model, cfg.data
+    common = dict(
+        img_size=d.crop_size, num_frames=d.frames_per_clip, patch_size=m.patch_size, tubelet_size=m.tubelet_size,
+        embed_dim=encoder.embed_dim, predictor_embed_dim=m.pred_emb_dim, depth=m.pred_depth,
+        num_heads=m.pred_num_heads or encoder.num_heads, num_mask_tokens=m.num_mask_tokens,
+        rescale_init=m.rescale_init,
+    )
+    if m.use_rope:
+        return VJEPA2Predictor(rope_fix_tiling=m.rope_fix_tiling, **common)
+    return VJEPAPredictor(uniform_power=m.uniform_power, **common)
+
+
+def build_model(cfg: VJEPAConfig | VJEPA2Config) -> VJEPA:
+    m = cfg.model
+    if not cfg.mask:
+        raise ConfigError("mask: give at least one mask configuration")
+    if m.mask_token_per_config and m.num_mask_tokens < len(cfg.mask):
+        log.warning("model.num_mask_tokens=%d < %d mask configs: tokens are shared (index mod %d)",
+                    m.num_mask_tokens, len(cfg.mask), m.num_mask_tokens)
+    encoder = build_encoder(cfg)
+    predictor = build_predictor(cfg, encoder)
+    model = VJEPA(
+        encoder, predictor, num_mask_configs=len(cfg.mask), mask_token_per_config=m.mask_token_per_config,
+        loss_exp=m.loss_exp, packed_context=m.packed_context, activation_checkpointing=m.activation_checkpointing,
+    )
+    if m.init_checkpoint:
+        from jepa_core import checkpoint as ckpt
+
+        obj = ckpt.load(m.init_checkpoint)
+        if "model" not in obj:
+            raise ConfigError(f"model.init_checkpoint {m.init_checkpoint!r} is not a jepa run checkpoint")
+        model.load_state_dict(obj["model"])
+        log.info("initialised encoder, predictor and target from %s", m.init_checkpoint)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+class LabelMap(Dataset):
+    """``(clip, label)`` -> ``(clip, f(label))``: the demo's direction or class, or the label."""
+
+    def __init__(self, dataset: Dataset, label: str = "raw"):
+        if label not in ("direction", "class", "raw"):
+            raise ValueError(f"label must be direction, class or raw, got {label!r}")
+        self.dataset, self.label = dataset, label
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        clip, y = self.dataset[index]
+        if self.label == "raw":
+            return clip, y
+        cls, direction = split_label(y)
+        return clip, direction if self.label == "direction" else cls
+
+
+class WeightedDraw(Dataset):
+    """Sample ``i`` is a draw, with replacement, from ``dataset`` in proportion to ``weights``
+    (V-JEPA 2's per-dataset weights). The draw uses the global torch generator, which the
+    trainer's ``StampedDataset`` seeds per (seed, step, index), so it is reproducible and
+    resumable, and every step draws afresh."""
+
+    def __init__(self, dataset: Dataset, weights):
+        self.dataset = dataset
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        j = int(torch.multinomial(self.weights, 1).item())
+        return self.dataset[j]
+
+
+def demo_dir(cfg: VJEPAConfig | VJEPA2Config, split: str = "train") -> Path:
+    """Where the demo clips of ``split`` live: ``data.root`` (default ``runs/.jepa_video_demo``,
+    or ``<train.run_dir>/../.jepa_video_demo``), one sub-folder per generation setting."""
+    d = cfg.data
+    if d.root:
+        base = Path(d.root)
+    elif cfg.train.run_dir:
+        base = Path(cfg.train.run_dir).parent / ".jepa_video_demo"
+    else:
+        base = Path("runs") / ".jepa_video_demo"
+    n = d.demo_clips if split == "train" else d.demo_eval_clips
+    speeds = "-".join(f"{s:g}" for s in d.demo_speeds)
+    return base / f"{split}-n{n}-f{d.demo_frames}-s{d.demo_size}-v{speeds}-seed{d.demo_seed}"
+
+
+def ensure_demo_videos(cfg: VJEPAConfig | VJEPA2Config, split: str = "train") -> Path:
+    """The index file of the demo clips of ``split`` ("train": training sprites; "test":
+    held-out sprites), written on first use (into a temporary folder, then renamed, so
+    concurrent processes do not see half a set)."""
+    d = cfg.data
+    out = demo_dir(cfg, split)
+    index = out / "index.csv"
+    if index.is_file():
+        return index
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    n = d.demo_clips if split == "train" else d.demo_eval_clips
+    seed = d.demo_seed if split == "train" else d.demo_seed + 1
+    log.info("writing %d demo clips to %s", n, out)
+    make_demo_videos(tmp, n, frames=d.demo_frames, size=d.demo_size, speeds=tuple(d.demo_speeds),
+                     sprites=split, seed=seed)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return index
+
+
+def _sampler(d: VideoDataConfig, train: bool) -> ClipSampler:
+    return ClipSampler(
+        frames_per_clip=d.frames_per_clip, frame_step=d.frame_step, fps=d.fps, duration=d.duration,
+        num_clips=d.num_clips if train else 1, random_clip_sampling=train,
+    )
+
+
+def _dataset(cfg, source: str | tuple[str, ...] | None, train: bool, what: str, weights=None) -> ClipDataset:
+    d = cfg.data
+    if d.label != "raw" and d.dataset != "demo":
+        raise ConfigError(f"data.label={d.label!r} is for the demo set; use data.label=raw with dataset={d.dataset}")
+    if train:
+        transform = VideoTrainTransform(d.crop_size, d.crop_scale, d.aspect_ratio, d.hflip)
+    else:
+        transform = VideoEvalTransform(d.crop_size, d.eval_short_side)
+    kwargs = dict(sampler=_sampler(d, train), transform=transform, backend=d.decoder)
+    if d.dataset == "folder":
+        if not source:
+            raise ConfigError(f"data.dataset=folder needs {what} (a folder of videos)")
+        return VideoFolder(source, **kwargs)
+    if not source:
+        raise ConfigError(f"data.dataset=index needs {what} (official `path label` index files)")
+    return VideoIndex(source, weights, **kwargs)
+
+
+def build_train_data(cfg: VJEPAConfig | VJEPA2Config, rank: int = 0, world_size: int = 1):
+    """``(dataset, collate)``: clips with the official random-resized crop and flip, and the
+    step-stamped 3-D multi-block mask collator (masks a function of seed, rank and step)."""
+    d = cfg.data
+    if d.dataset == "demo":
+        ds = LabelMap(VideoIndex(ensure_demo_videos(cfg, "train"), sampler=_sampler(d, True), backend=d.decoder,
+                                 transform=VideoTrainTransform(d.crop_size, d.crop_scale, d.aspect_ratio, d.hflip)),
+                      d.label)
+    else:
+        source = d.root if d.dataset == "folder" else d.index
+        if d.weights is not None and d.dataset != "index":
+            raise ConfigError("data.weights needs data.dataset=index (one weight per index file)")
+        what = "data.root" if d.dataset == "folder" else "data.index"
+        ds = _dataset(cfg, source, True, what, d.weights)
+        if d.weights is not None:
+            ds = WeightedDraw(ds, ds.sample_weights)
+    collate = MultiBlock3DMaskCollator(
+        cfg.mask, d.crop_size, d.frames_per_clip, cfg.model.patch_size, cfg.model.tubelet_size,
+        seed=cfg.train.seed, rank=rank,
+    )
+    return ds, collate
+
+
+def build_eval_data(cfg: VJEPAConfig | VJEPA2Config):
+    """Labeled ``(train, test)`` clips without augmentation (one centre clip, centre crop). The
+    demo: training sprites / held-out sprites, labelled by ``data.label`` (default: motion
+    direction, 8 classes)."""
+    d = cfg.data
+    if d.dataset == "demo":
+        tf = VideoEvalTransform(d.crop_size, d.eval_short_side)
+        sets = [VideoIndex(ensure_demo_videos(cfg, s), sampler=_sampler(d, False), transform=tf, backend=d.decoder)
+                for s in ("train", "test")]
+        return LabelMap(sets[0], d.label), LabelMap(sets[1], d.label)
+    if not (d.eval_train and d.eval_test):
+        raise ConfigError("the probes need data.eval_train and data.eval_test (a folder or index file each), "
+                          "or eval.enabled=false")
+    return (_dataset(cfg, d.eval_train, False, "data.eval_train"),
+            _dataset(cfg, d.eval_test, False, "data.eval_test"))
+
+
+def on_run_start(cfg: VJEPAConfig | VJEPA2Config, run_dir: Path, dataset) -> None:
+    """Make sure the demo's held-out clips exist too (the training clips were written by
+    :func:`build_train_data`, which runs first)."""
+    if cfg.data.dataset == "demo" and cfg.eval.enabled:
+        ensure_demo_videos(cfg, "test")
+
+
+VJEPA_SPEC = MethodSpec(
+    name="vjepa",
+    config_cls=VJEPAConfig,
+    build_model=build_model,
+    build_train_data=build_train_data,
+    build_eval_data=build_eval_data,
+    presets_package="jepa_video",
+    default_preset="demo",
+    description="V-JEPA: video, 3-D multi-block masks, L1 on EMA targets (Bardes et al. 2024)",
+    on_run_start=on_run_start,
+)
+
+VJEPA2_SPEC = MethodSpec(
+    name="vjepa2",
+    config_cls=VJEPA2Config,
+    build_model=build_model,
+    build_train_data=build_train_data,
+    build_eval_data=build_eval_data,
+    presets_package="jepa_video",
+    default_preset="demo",
+    description="V-JEPA 2: V-JEPA with 3-D RoPE, constant LR/WD/EMA and a cooldown (Assran et al. 2025)",
+    on_run_start=on_run_start,
+)
