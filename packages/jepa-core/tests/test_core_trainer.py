@@ -136,3 +136,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     ck = load(tmp_path / "run" / "checkpoints" / "latest.pt")
     assert ck["step"] == 3  # checkpoint_every=3: the last one before the NaN
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_linear_lr_schedule_is_wired(tmp_path):
+    torch.manual_seed(0)
+    tr = _trainer(tmp_path, TinyJEPA(), lr_schedule="linear")
+    tr.fit()
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    # 0.1 -> 0.001 linearly over 16 steps, no warm-up
+    for r in rows:
+        s = int(r["step"])
+        assert float(r["lr"]) == pytest.approx(0.1 + s / 16 * (0.001 - 0.1))

@@ -33,6 +33,7 @@ from jepa_core.method import JEPAMethod
 from jepa_core.optim import param_groups
 from jepa_core.schedules import (
     CosineWD,
+    LinearDecay,
     LinearMomentum,
     WarmupConstant,
     WarmupCosine,
