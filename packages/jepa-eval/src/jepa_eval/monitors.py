@@ -26,8 +26,11 @@ log = logging.getLogger(__name__)
 # isotropic features, 0 for a constant encoder. A randomly initialised ViT on normalised images
 # gives ~0.2-0.3 (mean-pooled tokens), on raw [0, 1] noise images ~0.02-0.04.
 STD_RATIO_THRESHOLD = 0.01
-# RankMe of features that all point the same way (rank one) is 1; a random ViT gives >= 2.
-RANKME_THRESHOLD = 1.5
+# RankMe of features that all point the same way (rank one) is 1. Uncentred mean-pooled features
+# of small healthy encoders sit close to it too (a healthy 128-d I-JEPA demo run measured
+# 1.5-4.3, its random init about 1.7; see ../shared/reference/small-scale.md), so only values
+# indistinguishable from rank one set the flag.
+RANKME_THRESHOLD = 1.1
 
 
 def _as_2d(features: torch.Tensor) -> torch.Tensor:
@@ -109,7 +112,7 @@ def collapse_report(
 
     ``feature_std_ratio`` = mean normalised std x sqrt(D) (1 for isotropic features): a value
     below 0.01 means the outputs barely depend on the input (complete collapse); RankMe below
-    1.5 means they all point in nearly one direction. Both thresholds are heuristics (module
+    1.1 means they all point in one direction. Both thresholds are heuristics (module
     constants). ``rankme_ratio`` = RankMe / min(N, D) is reported to judge dimensional
     collapse, but does not set the flag.
     """

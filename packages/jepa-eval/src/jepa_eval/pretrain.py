@@ -144,14 +144,21 @@ def markdown_table(results: dict) -> str:
     head = "| encoder | " + " | ".join(c for c, _ in cols) + " |"
     sep = "|---|" + "---:|" * len(cols)
     rows = [f"| {name} | " + " | ".join(cell(r, k) for _, k in cols) + " |" for name, r in results.items()]
-    note = (
-        f"\nFrozen encoders, mean-pooled last-layer features. Linear probe: logistic regression on standardised "
-        f"features, L2 strength chosen on a 10 % validation split of the {first['train_samples']} training "
-        f"samples; k-NN: cosine similarity, votes weighted by exp(sim / 0.07); low-shot: the linear probe on a "
-        f"stratified fraction of the labels, mean ± std over seeds; attentive: the best of a grid of "
-        f"cross-attention probes on all tokens, chosen on validation. Scored on {first['test_samples']} "
-        f"held-out samples."
-    )
+    ran = {k for r in results.values() for k in r}
+    parts = [f"Frozen encoders, mean-pooled last-layer features; {first['train_samples']} training samples."]
+    if "linear_probe" in ran:
+        parts.append("Linear probe: logistic regression on standardised features, L2 strength chosen on a 10 % "
+                     "validation split of the training samples.")
+    if "knn" in ran:
+        parts.append("k-NN: cosine similarity, votes weighted by exp(sim / T).")
+    if "lowshot" in ran:
+        parts.append("Low-shot: the linear probe on a stratified fraction of the labels, mean ± std over seeds.")
+    if "attentive_probe" in ran:
+        parts.append("Attentive: the best of a grid of cross-attention probes on all tokens, chosen on validation.")
+    if "finetune" in ran:
+        parts.append("Fine-tune: mean-pool + linear head, encoder trained.")
+    parts.append(f"Scored on {first['test_samples']} held-out samples.")
+    note = "\n" + " ".join(parts)
     return "\n".join([head, sep, *rows]) + "\n" + note
 
 
