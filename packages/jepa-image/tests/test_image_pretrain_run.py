@@ -56,7 +56,10 @@ def test_pretrain_writes_the_run_folder(tmp_path):
     # The schedules run over the full 10 demo epochs, not the 6 steps: still warming up.
     ipe = 12000 // 16
     assert float(rows[0]["epoch"]) == pytest.approx(4 / ipe, abs=1e-4)
-    assert float(rows[0]["lr"]) == pytest.approx(2e-4 + 4 / ipe * (1.5e-3 - 2e-4), rel=1e-6)
+    o = cfg["optim"]  # warm-up from start_lr to lr over optim.warmup epochs
+    assert float(rows[0]["lr"]) == pytest.approx(
+        o["start_lr"] + 4 / (o["warmup"] * ipe) * (o["lr"] - o["start_lr"]), rel=1e-6
+    )
     assert float(rows[0]["momentum"]) == pytest.approx(0.996 + 3 * 0.004 / (10 * ipe), rel=1e-9)
 
     # checkpoints: latest plus the newest keep_checkpoints step files.

@@ -243,7 +243,9 @@ def test_pretrain_three_steps_writes_checkpoint(method, demo_root, tmp_path):
         overrides += ["eval.enabled=false"]
     summary = pretrain(method, overrides=overrides, run_dir=tmp_path / "run")
     assert summary["steps"] == 3 and summary["final_loss"] == summary["final_loss"]  # finite, not NaN
-    assert ("evaluation" in summary) == (method == "vjepa")
+    # The probes run only where jepa-eval is installed (not in the per-package test session).
+    has_eval = registry.get_evaluator("probes") is not None
+    assert ("evaluation" in summary) == (method == "vjepa" and has_eval)
     obj = ckpt.load(tmp_path / "run" / "checkpoints" / "latest.pt")
     assert obj["step"] == 3 and obj["config"]["method"] == method
     keys = obj["model"].keys()
