@@ -126,3 +126,30 @@ def test_jepa_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys):
 
     assert main(["eval", str(tmp_path)]) == 2
     assert "neither a run folder (no config.yaml in it) nor a checkpoint file" in capsys.readouterr().err
+
+
+def test_attentive_protocol_extracts_each_split_once_and_pools_the_same_tokens():
+    from jepa_core.config import EvalConfig
+
+    enc = _encoders()["tiny vit"]
+    train, test = _tiny_images(20, seed=1), _tiny_images(10, seed=2)
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.num_heads = inner, inner.num_heads
+
+        def forward(self, x):
+            calls.append(len(x))
+            return self.inner(x)
+
+    cfg = EvalConfig(protocols=("linear", "attentive"), raw_baseline=False, knn_k=(1,), batch_size=64,
+                     attentive_epochs=1, attentive_lrs=(1e-3,), attentive_wds=(0.01,), attentive_depth=1)
+    with_att = evaluate_encoders({"e": Counting(enc)}, train, test, cfg)
+    assert sum(calls) == len(train) + len(test)  # one forward pass per sample
+    cfg_lin = EvalConfig(protocols=("linear",), raw_baseline=False, batch_size=64)
+    lin_only = evaluate_encoders({"e": enc}, train, test, cfg_lin)
+    # mean of the cached tokens = the features the linear probe sees without the cache
+    assert with_att["results"]["e"]["linear_probe"] == lin_only["results"]["e"]["linear_probe"]
+    assert "attentive_probe" in with_att["results"]["e"]

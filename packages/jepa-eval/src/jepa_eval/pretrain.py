@@ -48,8 +48,17 @@ def evaluate_encoders(
     for name, enc in candidates.items():
         t0 = time.perf_counter()
         layers = cfg.last_layers if enc is not None else 1
-        tr_x, tr_y = extract_features(enc, train_set, cfg.batch_size, device, cfg.train_samples, layers)
-        te_x, te_y = extract_features(enc, test_set, cfg.batch_size, device, None, layers)
+        tokens = None
+        if enc is not None and "attentive" in protocols and layers == 1:
+            # One pass over each split: the attentive probe needs all tokens, the others their mean.
+            from jepa_eval.attentive import extract_tokens
+
+            tokens = (extract_tokens(enc, train_set, cfg.batch_size, device, cfg.train_samples),
+                      extract_tokens(enc, test_set, cfg.batch_size, device))
+            (tr_x, tr_y), (te_x, te_y) = [(t.mean(1), y) for t, y in tokens]
+        else:
+            tr_x, tr_y = extract_features(enc, train_set, cfg.batch_size, device, cfg.train_samples, layers)
+            te_x, te_y = extract_features(enc, test_set, cfg.batch_size, device, None, layers)
         r: dict = {"feature_dim": int(tr_x.shape[1]), "train_samples": int(len(tr_y)), "test_samples": int(len(te_y))}
         x: dict = {"test_features": te_x, "test_labels": te_y}
         if "linear" in protocols:
@@ -66,7 +75,7 @@ def evaluate_encoders(
             ls = low_shot(tr_x, tr_y, te_x, te_y, tuple(cfg.lowshot_fractions), tuple(cfg.lowshot_seeds))
             r["lowshot"] = {f"{f:g}": {"mean": round(v.mean, 2), "std": round(v.std, 2)} for f, v in ls.items()}
         if enc is not None and "attentive" in protocols:
-            r["attentive_probe"], r["attentive_grid"] = _attentive(enc, train_set, test_set, cfg, device, seed)
+            r["attentive_probe"], r["attentive_grid"] = _attentive(enc, train_set, test_set, cfg, device, seed, tokens)
         if enc is not None and "finetune" in protocols:
             from jepa_eval.finetune import finetune
 
@@ -86,11 +95,13 @@ def evaluate_encoders(
     return {"results": results, "markdown": md}
 
 
-def _attentive(enc, train_set, test_set, cfg, device, seed) -> tuple[float, dict]:
+def _attentive(enc, train_set, test_set, cfg, device, seed, tokens=None) -> tuple[float, dict]:
     from jepa_eval.attentive import extract_tokens, train_attentive_probes
 
-    tok_tr, y_tr = extract_tokens(enc, train_set, cfg.batch_size, device, cfg.train_samples)
-    tok_te, y_te = extract_tokens(enc, test_set, cfg.batch_size, device)
+    if tokens is None:
+        tokens = (extract_tokens(enc, train_set, cfg.batch_size, device, cfg.train_samples),
+                  extract_tokens(enc, test_set, cfg.batch_size, device))
+    (tok_tr, y_tr), (tok_te, y_te) = tokens
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y_tr), generator=g)
     n_val = max(1, len(perm) // 10)
