@@ -36,6 +36,12 @@ class MethodSpec:
       augmentation, for the probes at the end of a run; None if the method has no labels.
     - ``presets_package``: the package whose ``presets/`` folder holds ``<name>_<preset>.yaml``.
     - ``on_run_start(cfg, run_dir, dataset)``: optional, e.g. to draw sample masks.
+    - ``eval_tasks(cfg)``: optional, ``{task name: labels -> task labels}`` when the eval labels
+      hold several tasks (the video demo: motion direction and object class); the probes are
+      trained per task on features extracted once. None or ``{}``: the labels as they are.
+    - ``eval_baselines(cfg, device, run_dir)``: optional, more frozen encoders to probe beside the
+      pretrained and the randomly initialised one, ``{row name: encoder}`` (the video methods add
+      an image encoder applied frame by frame).
     """
 
     name: str
@@ -47,6 +53,8 @@ class MethodSpec:
     default_preset: str = "demo"
     description: str = ""
     on_run_start: Callable[[Any, Path, Any], None] | None = None
+    eval_tasks: Callable[[Any], dict[str, Callable]] | None = None
+    eval_baselines: Callable[[Any, Any, Path | None], dict[str, Any]] | None = None
     extra: dict = field(default_factory=dict)
 
     def preset_paths(self) -> dict[str, Path]:

@@ -108,7 +108,9 @@ def evaluate_model(
     spec: registry.MethodSpec, cfg, model, device: torch.device, out_dir: Path | None = None, run_dir: Path | None = None
 ) -> dict | None:
     """Frozen-encoder probes through the ``probes`` evaluator (jepa-eval), beside a randomly
-    initialised encoder of the same shape and, where meaningful, the raw inputs. With
+    initialised encoder of the same shape, the method's own baselines (``spec.eval_baselines``)
+    and, where meaningful, the raw inputs; per task when the method has several
+    (``spec.eval_tasks``). With
     ``out_dir`` the evaluator writes results.json, results.md and plots there."""
     evaluate = registry.get_evaluator("probes")
     if evaluate is None:
@@ -120,8 +122,12 @@ def evaluate_model(
         with torch.random.fork_rng():
             torch.manual_seed(cfg.train.seed + 1)
             encoders["random init"] = spec.build_model(cfg).eval_encoder().to(device)
+    if spec.eval_baselines is not None:
+        encoders.update(spec.eval_baselines(cfg, device, run_dir))
+    tasks = spec.eval_tasks(cfg) if spec.eval_tasks is not None else None
+    kwargs = {"tasks": tasks} if tasks else {}
     return evaluate(encoders, train_set, test_set, cfg.eval, device=device, seed=cfg.train.seed,
-                    out_dir=out_dir, run_dir=run_dir)
+                    out_dir=out_dir, run_dir=run_dir, **kwargs)
 
 
 def write_report(run_dir: Path, cfg, summary: dict, evaluation: dict | None) -> Path:
@@ -144,11 +150,10 @@ def write_report(run_dir: Path, cfg, summary: dict, evaluation: dict | None) -> 
     return path
 
 
-def evaluate_run(
-    path: str | Path, overrides: list[str] | None = None, protocols: list[str] | None = None
-) -> dict[str, Any]:
-    """``jepa eval``: evaluate the newest readable checkpoint of a `jepa pretrain` run folder, or
-    one checkpoint file (ours: it carries its config). Results go to ``<run>/eval/``."""
+def load_run(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The model of a `jepa pretrain` run folder (its newest readable checkpoint) or of one of
+    our checkpoint files (it carries its config), built and loaded on CPU. Returns
+    ``{"spec", "cfg", "model", "checkpoint", "step", "run_dir"}``."""
     from jepa_core import checkpoint as ckpt
     from jepa_core.config import deep_merge, from_dict, load_yaml, parse_overrides
 
@@ -166,19 +171,30 @@ def evaluate_run(
             raise ConfigError(f"no readable checkpoint in {path / 'checkpoints'}")
     else:
         raise ConfigError(f"{path} is neither a run folder (no config.yaml in it) nor a checkpoint file")
-    if protocols:
-        overrides = list(overrides or []) + [f"eval.protocols=[{','.join(protocols)}]"]
     if overrides:
         data = deep_merge(data, parse_overrides(overrides))
     spec = registry.get_method(data.get("method", ""))
     cfg = from_dict(spec.config_cls, data)
-    device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     model = spec.build_model(cfg)
     model.load_state_dict(found[1]["model"])
-    model.to(device)
+    return {"spec": spec, "cfg": cfg, "model": model, "checkpoint": found[0], "step": found[1].get("step"),
+            "run_dir": run_dir}
+
+
+def evaluate_run(
+    path: str | Path, overrides: list[str] | None = None, protocols: list[str] | None = None
+) -> dict[str, Any]:
+    """``jepa eval``: evaluate the newest readable checkpoint of a `jepa pretrain` run folder, or
+    one checkpoint file (ours: it carries its config). Results go to ``<run>/eval/``."""
+    if protocols:
+        overrides = list(overrides or []) + [f"eval.protocols=[{','.join(protocols)}]"]
+    run = load_run(path, overrides)
+    spec, cfg, run_dir = run["spec"], run["cfg"], run["run_dir"]
+    device = resolve_device(cfg.train.device)
+    model = run["model"].to(device)
     evaluation = evaluate_model(spec, cfg, model, device, out_dir=run_dir / "eval", run_dir=run_dir)
     if evaluation is None:
         raise ConfigError("no evaluator installed: pip install jepa-eval")
-    return {"run_dir": str(run_dir), "checkpoint": str(found[0]), "step": found[1].get("step"),
+    return {"run_dir": str(run_dir), "checkpoint": str(run["checkpoint"]), "step": run["step"],
             "evaluation": evaluation["results"], "evaluation_markdown": evaluation["markdown"]}

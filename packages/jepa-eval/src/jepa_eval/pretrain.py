@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,12 +31,18 @@ def evaluate_encoders(
     seed: int = 0,
     out_dir: str | Path | None = None,
     run_dir: str | Path | None = None,
+    tasks: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> dict:
     """Run ``cfg.protocols`` (a :class:`jepa_core.config.EvalConfig`) on every encoder and, when
     ``cfg.raw_baseline``, on the raw inputs. Features are extracted once per encoder and split.
     With ``out_dir``, writes results.json, results.md and PNGs there (``run_dir``: a pretraining
     run whose metrics.csv / monitors.csv give the curves over training).
-    Returns ``{"results": {encoder: {metric: value}}, "markdown": table}``."""
+
+    ``tasks``: several labelings of the same samples, ``{task name: labels -> task labels}``
+    (e.g. a video's motion direction and its object class). Each encoder is still run once; the
+    probes are trained per task. Then ``results`` is ``{task: {encoder: metrics}}``, the markdown
+    has a section per task, and each task's files go to ``out_dir/<task>/``.
+    Returns ``{"results": {encoder: {metric: value}}, "markdown": table}`` (without tasks)."""
     protocols = list(cfg.protocols)
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
@@ -43,8 +50,9 @@ def evaluate_encoders(
     candidates: dict[str, nn.Module | None] = dict(encoders)
     if cfg.raw_baseline:
         candidates["raw pixels"] = None
-    results: dict[str, dict] = {}
-    extras: dict[str, dict] = {}
+    relabel: dict[str | None, Callable | None] = dict(tasks) if tasks else {None: None}
+    results: dict = {t: {} for t in relabel}
+    extras: dict = {t: {} for t in relabel}
     for name, enc in candidates.items():
         t0 = time.perf_counter()
         layers = cfg.last_layers if enc is not None else 1
@@ -59,40 +67,84 @@ def evaluate_encoders(
         else:
             tr_x, tr_y = extract_features(enc, train_set, cfg.batch_size, device, cfg.train_samples, layers)
             te_x, te_y = extract_features(enc, test_set, cfg.batch_size, device, None, layers)
-        r: dict = {"feature_dim": int(tr_x.shape[1]), "train_samples": int(len(tr_y)), "test_samples": int(len(te_y))}
-        x: dict = {"test_features": te_x, "test_labels": te_y}
-        if "linear" in protocols:
-            lin = linear_probe(tr_x, tr_y, te_x, te_y, seed=seed)
-            r.update(linear_probe=round(lin.accuracy, 2), linear_probe_val=round(lin.val_accuracy, 2),
-                     linear_probe_l2=lin.weight_decay)
-            x["linear_predictions"] = lin.predictions
-        if "knn" in protocols:
-            knn = knn_probe(tr_x, tr_y, te_x, te_y, tuple(cfg.knn_k), cfg.knn_temperature)
-            r["knn"] = {str(k): round(v, 2) for k, v in knn.items()}
-        if "lowshot" in protocols:
-            from jepa_eval.lowshot import low_shot
+        extract_seconds = time.perf_counter() - t0
+        for task, fn in relabel.items():
+            t1 = time.perf_counter()
+            ytr, yte = (tr_y, te_y) if fn is None else (fn(tr_y).long(), fn(te_y).long())
+            task_tokens = None if tokens is None else ((tokens[0][0], ytr), (tokens[1][0], yte))
+            sets = (train_set, test_set) if fn is None else (_Relabeled(train_set, fn), _Relabeled(test_set, fn))
+            r, x = _score(enc, tr_x, ytr, te_x, yte, task_tokens, *sets, cfg, device, seed)
+            r["seconds"] = round(extract_seconds + time.perf_counter() - t1, 1)
+            results[task][name], extras[task][name] = r, x
+            log.info("evaluated %s%s in %.0f s: %s", name, f" on {task}" if task else "", r["seconds"], _headline(r))
+    if tasks is None:
+        md = markdown_table(results[None])
+        if out_dir is not None:
+            from jepa_eval.report import write_report
 
-            ls = low_shot(tr_x, tr_y, te_x, te_y, tuple(cfg.lowshot_fractions), tuple(cfg.lowshot_seeds))
-            r["lowshot"] = {f"{f:g}": {"mean": round(v.mean, 2), "std": round(v.std, 2)} for f, v in ls.items()}
-        if enc is not None and "attentive" in protocols:
-            r["attentive_probe"], r["attentive_grid"] = _attentive(enc, train_set, test_set, cfg, device, seed, tokens)
-        if enc is not None and "finetune" in protocols:
-            from jepa_eval.finetune import finetune
-
-            ft = finetune(enc, train_set, test_set, int(max(tr_y.max(), te_y.max())) + 1,
-                          last_blocks=cfg.finetune_last_blocks, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
-                          batch_size=min(cfg.batch_size, 128), device=device, seed=seed)
-            r["finetune"] = round(ft.accuracy, 2)
-        r["feature_std_mean"] = round(float(tr_x.std(0).mean()), 5)
-        r["seconds"] = round(time.perf_counter() - t0, 1)
-        results[name], extras[name] = r, x
-        log.info("evaluated %s in %.0f s: %s", name, r["seconds"], _headline(r))
-    md = markdown_table(results)
+            write_report(results[None], extras[None], md, Path(out_dir), run_dir=run_dir, plots=cfg.plots)
+        return {"results": results[None], "markdown": md}
+    md = "\n\n".join(f"### {task}\n\n{markdown_table(results[task])}" for task in relabel)
     if out_dir is not None:
+        import json
+
         from jepa_eval.report import write_report
 
-        write_report(results, extras, md, Path(out_dir), run_dir=run_dir, plots=cfg.plots)
+        for task in relabel:
+            write_report(results[task], extras[task], markdown_table(results[task]), Path(out_dir) / _slug(task),
+                         run_dir=run_dir, plots=cfg.plots)
+        (Path(out_dir) / "results.json").write_text(json.dumps(results, indent=2))
+        (Path(out_dir) / "results.md").write_text("# Evaluation\n\n" + md + "\n")
     return {"results": results, "markdown": md}
+
+
+class _Relabeled(torch.utils.data.Dataset):
+    """``(input, fn(label))`` of a labeled dataset (fine-tuning on one task of several)."""
+
+    def __init__(self, dataset, fn: Callable):
+        self.dataset, self.fn = dataset, fn
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        return x, int(self.fn(torch.as_tensor(y)))
+
+
+def _slug(task: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in task.lower()).strip("_")
+
+
+def _score(enc, tr_x, tr_y, te_x, te_y, tokens, train_set, test_set, cfg, device, seed) -> tuple[dict, dict]:
+    """The configured protocols on one encoder's features for one labeling."""
+    protocols = cfg.protocols
+    r: dict = {"feature_dim": int(tr_x.shape[1]), "train_samples": int(len(tr_y)), "test_samples": int(len(te_y))}
+    x: dict = {"test_features": te_x, "test_labels": te_y}
+    if "linear" in protocols:
+        lin = linear_probe(tr_x, tr_y, te_x, te_y, seed=seed)
+        r.update(linear_probe=round(lin.accuracy, 2), linear_probe_val=round(lin.val_accuracy, 2),
+                 linear_probe_l2=lin.weight_decay)
+        x["linear_predictions"] = lin.predictions
+    if "knn" in protocols:
+        knn = knn_probe(tr_x, tr_y, te_x, te_y, tuple(cfg.knn_k), cfg.knn_temperature)
+        r["knn"] = {str(k): round(v, 2) for k, v in knn.items()}
+    if "lowshot" in protocols:
+        from jepa_eval.lowshot import low_shot
+
+        ls = low_shot(tr_x, tr_y, te_x, te_y, tuple(cfg.lowshot_fractions), tuple(cfg.lowshot_seeds))
+        r["lowshot"] = {f"{f:g}": {"mean": round(v.mean, 2), "std": round(v.std, 2)} for f, v in ls.items()}
+    if enc is not None and "attentive" in protocols:
+        r["attentive_probe"], r["attentive_grid"] = _attentive(enc, train_set, test_set, cfg, device, seed, tokens)
+    if enc is not None and "finetune" in protocols:
+        from jepa_eval.finetune import finetune
+
+        ft = finetune(enc, train_set, test_set, int(max(tr_y.max(), te_y.max())) + 1,
+                      last_blocks=cfg.finetune_last_blocks, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
+                      batch_size=min(cfg.batch_size, 128), device=device, seed=seed)
+        r["finetune"] = round(ft.accuracy, 2)
+    r["feature_std_mean"] = round(float(tr_x.std(0).mean()), 5)
+    return r, x
 
 
 def _attentive(enc, train_set, test_set, cfg, device, seed, tokens=None) -> tuple[float, dict]:
@@ -110,7 +162,8 @@ def _attentive(enc, train_set, test_set, cfg, device, seed, tokens=None) -> tupl
     res = train_attentive_probes(
         tok_tr[fit], y_tr[fit], tok_tr[val], y_tr[val], cfg.attentive_lrs, cfg.attentive_wds,
         tokens_test=tok_te, y_test=y_te, num_classes=int(max(y_tr.max(), y_te.max())) + 1, num_heads=heads,
-        depth=cfg.attentive_depth, form=cfg.attentive_form, epochs=cfg.attentive_epochs, seed=seed, device=device,
+        depth=cfg.attentive_depth, form=cfg.attentive_form, epochs=cfg.attentive_epochs,
+        batch_size=cfg.attentive_batch_size, seed=seed, device=device,
     )
     grid = {f"lr={lr:g},wd={wd:g}": round(v, 2) for (lr, wd), v in res.val_grid.items()}
     return round(res.test_accuracy, 2), grid

@@ -53,8 +53,9 @@ from jepa_core.target import EMATarget, normalize_targets
 from torch import nn
 from torch.utils.data import Dataset
 
+from .baselines import FrameBaselineConfig, frame_baseline
 from .datasets import ClipDataset, VideoFolder, VideoIndex
-from .demo_data import make_demo_videos, split_label
+from .demo_data import DIRECTIONS, make_demo_videos, split_label
 from .sampling import ClipSampler
 from .transforms import VideoEvalTransform, VideoTrainTransform
 
@@ -80,6 +81,7 @@ __all__ = [
     "demo_dir",
     "enable_activation_checkpointing",
     "ensure_demo_videos",
+    "eval_tasks",
     "vjepa_loss",
 ]
 
@@ -119,8 +121,9 @@ class VideoDataConfig:
     num_workers: int = 12
     pin_memory: bool = True
     decoder: str = "auto"  # auto | pyav | decord | torchcodec
-    # Probe labels: the demo's index holds class * 8 + direction; other datasets need "raw".
-    label: Literal["direction", "class", "raw"] = "direction"
+    # Probe labels: the demo's index holds class * 8 + direction; "both" probes each (two tasks);
+    # other datasets need "raw".
+    label: Literal["both", "direction", "class", "raw"] = "raw"
     # demo set (dataset=demo): clips made with jepa_video.demo_data.make_demo_videos
     demo_clips: int = 400
     demo_eval_clips: int = 160
@@ -188,6 +191,7 @@ class VJEPAConfig(BaseConfig):
     data: VideoDataConfig = field(default_factory=VideoDataConfig)
     model: VJEPAModelConfig = field(default_factory=VJEPAModelConfig)
     mask: tuple[MultiBlock3DMaskConfig, ...] = VJEPA_MASK_CONFIGS
+    baseline: FrameBaselineConfig = field(default_factory=FrameBaselineConfig)
 
 
 @dataclass
@@ -196,6 +200,7 @@ class VJEPA2Config(BaseConfig):
     data: VJEPA2DataConfig = field(default_factory=VJEPA2DataConfig)
     model: VJEPA2ModelConfig = field(default_factory=VJEPA2ModelConfig)
     mask: tuple[MultiBlock3DMaskConfig, ...] = VJEPA_MASK_CONFIGS
+    baseline: FrameBaselineConfig = field(default_factory=FrameBaselineConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,8 +380,8 @@ class LabelMap(Dataset):
     """``(clip, label)`` -> ``(clip, f(label))``: the demo's direction or class, or the label."""
 
     def __init__(self, dataset: Dataset, label: str = "raw"):
-        if label not in ("direction", "class", "raw"):
-            raise ValueError(f"label must be direction, class or raw, got {label!r}")
+        if label not in ("both", "direction", "class", "raw"):
+            raise ValueError(f"label must be both, direction, class or raw, got {label!r}")
         self.dataset, self.label = dataset, label
 
     def __len__(self) -> int:
@@ -384,7 +389,7 @@ class LabelMap(Dataset):
 
     def __getitem__(self, index: int):
         clip, y = self.dataset[index]
-        if self.label == "raw":
+        if self.label in ("raw", "both"):
             return clip, y
         cls, direction = split_label(y)
         return clip, direction if self.label == "direction" else cls
@@ -457,7 +462,7 @@ def _sampler(d: VideoDataConfig, train: bool) -> ClipSampler:
 
 def _dataset(cfg, source: str | tuple[str, ...] | None, train: bool, what: str, weights=None) -> ClipDataset:
     d = cfg.data
-    if d.label != "raw" and d.dataset != "demo":
+    if d.label != "raw" and d.dataset != "demo":  # "both", "direction", "class": demo labels
         raise ConfigError(f"data.label={d.label!r} is for the demo set; use data.label=raw with dataset={d.dataset}")
     if train:
         transform = VideoTrainTransform(d.crop_size, d.crop_scale, d.aspect_ratio, d.hflip)
@@ -471,6 +476,24 @@ def _dataset(cfg, source: str | tuple[str, ...] | None, train: bool, what: str, 
     if not source:
         raise ConfigError(f"data.dataset=index needs {what} (official `path label` index files)")
     return VideoIndex(source, weights, **kwargs)
+
+
+def _train_source_dataset(cfg: VJEPAConfig | VJEPA2Config, sampler: ClipSampler) -> ClipDataset:
+    """The training videos read with ``sampler`` (for :func:`jepa_video.baselines.write_frames`)."""
+    d = cfg.data
+    if d.dataset == "demo":
+        return VideoIndex(ensure_demo_videos(cfg, "train"), sampler=sampler, backend=d.decoder)
+    if d.dataset == "folder":
+        return VideoFolder(d.root, sampler=sampler, backend=d.decoder)
+    return VideoIndex(d.index, sampler=sampler, backend=d.decoder)
+
+
+def eval_tasks(cfg: VJEPAConfig | VJEPA2Config) -> dict | None:
+    """The demo with ``data.label=both``: probe the motion direction and the object class of
+    the same clips (``MethodSpec.eval_tasks``)."""
+    if cfg.data.dataset == "demo" and cfg.data.label == "both":
+        return {"motion direction": lambda y: y % len(DIRECTIONS), "object class": lambda y: y // len(DIRECTIONS)}
+    return None
 
 
 def build_train_data(cfg: VJEPAConfig | VJEPA2Config, rank: int = 0, world_size: int = 1):
@@ -530,6 +553,8 @@ VJEPA_SPEC = MethodSpec(
     default_preset="demo",
     description="V-JEPA: video, 3-D multi-block masks, L1 on EMA targets (Bardes et al. 2024)",
     on_run_start=on_run_start,
+    eval_tasks=eval_tasks,
+    eval_baselines=frame_baseline,
 )
 
 VJEPA2_SPEC = MethodSpec(
@@ -542,4 +567,6 @@ VJEPA2_SPEC = MethodSpec(
     default_preset="demo",
     description="V-JEPA 2: V-JEPA with 3-D RoPE, constant LR/WD/EMA and a cooldown (Assran et al. 2025)",
     on_run_start=on_run_start,
+    eval_tasks=eval_tasks,
+    eval_baselines=frame_baseline,
 )
