@@ -74,7 +74,7 @@ class LoadInfo:
         arch = ", ".join(f"{k}={v}" for k, v in self.arch.items())
         lines = [f"{self.path}: {self.format} checkpoint of {self.method or '?'} (parts: {', '.join(self.parts)})"]
         if self.which:
-            lines.append(f"  encoder weights from: {self.which}")
+            lines.append(f"  weights from: {self.which}")
         lines.append(f"  architecture: {arch}")
         lines += [f"  note: {n}" for n in self.notes]
         if self.ignored:
@@ -234,7 +234,16 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
             f"nor safetensors (first bytes {head!r}); expected an official JEPA checkpoint, a Hugging Face "
             "model file or a jepa checkpoint"
         )
-    obj = ckpt.load(path)  # weights_only=True; CheckpointError names truncated / corrupt files
+    try:  # never runs pickled code; the same messages as jepa_core.checkpoint.load
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable checkpoint (truncated, corrupt or not a torch file): "
+            f"{type(e).__name__}: {first}"
+        ) from e
+    if not isinstance(obj, dict):
+        raise PretrainedError(f"{str(path)!r} holds a {type(obj).__name__}, not a checkpoint dict")
     return RawCheckpoint(str(path), obj, {}, "torch")
 
 

@@ -225,6 +225,9 @@ def infer_arch(
     use_rope = method == "vjepa2"
     uniform_power = True
     if not use_rope:
+        if "pos_embed" not in enc:
+            raise PretrainedError("V-JEPA encoder without pos_embed: this is a V-JEPA 2 (RoPE) checkpoint; "
+                                  "load it with method='vjepa2' (or leave method unset)")
         pos = P.shape_of(enc, "pos_embed", "V-JEPA encoder")
         # The stored grid is found from the table itself; img_size / num_frames (the size to run
         # at) only name it when the table is not a sin-cos one.
