@@ -299,3 +299,29 @@ def test_infer_arch_reads_shapes_only():
     sd = {k: v for k, v in torch.load(OFFICIAL, weights_only=True)["encoder"].items()}
     arch, notes = infer_arch({"encoder": P.strip_prefixes(sd)}, num_heads=4)
     assert arch["depth"] == 2 and arch["img_size"] == 48 and notes == []
+
+
+# ---------------------------------------------------------------------------------------------
+# released sizes, shapes only (meta tensors; the position table is real, as it is matched)
+
+
+@pytest.mark.parametrize("preset, expect", [
+    ("in1k_vith14", dict(img_size=224, patch_size=14, embed_dim=1280, depth=32, num_heads=16, pred_depth=12)),
+    ("in1k_vith16_448", dict(img_size=448, patch_size=16, embed_dim=1280, depth=32, num_heads=16, pred_depth=12)),
+    ("in22k_vitg16", dict(img_size=224, patch_size=16, embed_dim=1408, depth=40, num_heads=16, pred_depth=16)),
+])
+def test_released_layouts_are_recognised_without_hints(preset, expect):
+    from jepa_image.ijepa import SPEC, build_model
+    from jepa_image.pretrained import _validate
+
+    with torch.device("meta"):
+        model = build_model(SPEC.load_config(preset))
+    parts = {p: dict(getattr(model, p).state_dict()) for p in ("encoder", "predictor")}
+    grid = expect["img_size"] // expect["patch_size"]
+    parts["encoder"]["pos_embed"] = sincos_2d(expect["embed_dim"], grid).unsqueeze(0)
+    parts["predictor"]["predictor_pos_embed"] = sincos_2d(384, grid).unsqueeze(0)
+    arch, notes = infer_arch(parts)
+    assert {k: arch[k] for k in expect} == expect and notes == []
+    assert arch["pred_num_heads"] == 16 and arch["pred_embed_dim"] == 384  # = encoder heads (ijepa helper)
+    assert int(arch["embed_dim"] * arch["mlp_ratio"]) == (6144 if arch["embed_dim"] == 1408 else 5120)
+    _validate(parts, arch)  # every key and shape of the official layout

@@ -189,3 +189,38 @@ def test_wrong_files_give_clear_errors(tmp_path):
         from_pretrained(tmp_path / "clip.mp4")
     with pytest.raises(PretrainedError, match="width 64 is not an official ViT width.*num_heads"):
         from_pretrained(VJEPA2)
+
+
+# ---------------------------------------------------------------------------------------------
+# released sizes, shapes only (meta tensors; V-JEPA's position table is real, as it is matched)
+
+
+def _meta_parts(enc, pred):
+    return {"encoder": dict(enc.state_dict()), "predictor": dict(pred.state_dict())}
+
+
+def test_released_vjepa_vith16_384_is_recognised():
+    from jepa_core.nn import vjepa_predictor, vjepa_vit
+    from jepa_video.pretrained import _validate, infer_arch
+
+    with torch.device("meta"):
+        parts = _meta_parts(vjepa_vit("vit_huge", img_size=384), vjepa_predictor("vit_huge", img_size=384))
+    parts["encoder"]["pos_embed"] = sincos_3d(1280, 8, 24, 24).unsqueeze(0)
+    parts["predictor"]["predictor_pos_embed"] = sincos_3d(384, 8, 24, 24).unsqueeze(0)
+    arch, _ = infer_arch(parts, "vjepa")
+    assert (arch["img_size"], arch["num_frames"], arch["uniform_power"], arch["num_heads"]) == (384, 16, True, 16)
+    assert (arch["pred_num_heads"], arch["num_mask_tokens"], arch["depth"]) == (16, 2, 32)
+    _validate(parts, arch, "vjepa")
+
+
+def test_released_vjepa2_vitg_is_recognised():
+    from jepa_core.nn import vjepa2_predictor, vjepa2_vit
+    from jepa_video.pretrained import _validate, infer_arch
+
+    with torch.device("meta"):
+        parts = _meta_parts(vjepa2_vit("vit_giant_xformers", num_frames=64), vjepa2_predictor("vit_giant_xformers"))
+    arch, notes = infer_arch(parts, "vjepa2", path_hint="vitg.pt")
+    assert (arch["num_heads"], arch["pred_num_heads"], arch["num_mask_tokens"]) == (22, 12, 10)
+    assert (arch["embed_dim"], arch["depth"], int(1408 * arch["mlp_ratio"]), arch["img_size"]) == (1408, 40, 6144, 256)
+    _validate(parts, arch, "vjepa2")
+    assert infer_arch(parts, "vjepa2", path_hint="vitg-384.pt")[0]["img_size"] == 384
