@@ -325,3 +325,13 @@ def test_released_layouts_are_recognised_without_hints(preset, expect):
     assert arch["pred_num_heads"] == 16 and arch["pred_embed_dim"] == 384  # = encoder heads (ijepa helper)
     assert int(arch["embed_dim"] * arch["mlp_ratio"]) == (6144 if arch["embed_dim"] == 1408 else 5120)
     _validate(parts, arch)  # every key and shape of the official layout
+
+
+def test_a_bare_method_state_dict_loads(tmp_path, io):
+    ours = tmp_path / "ours.pt"
+    assert jepa_main(["convert", str(OFFICIAL), str(ours), "--num-heads", "4"]) == 0
+    torch.save(torch.load(ours, weights_only=True)["model"], tmp_path / "model_state.pt")  # like model.state_dict()
+    enc = from_pretrained(tmp_path / "model_state.pt", which="encoder", num_heads=4)
+    assert enc.pretrained_info.format == "jepa-weights"
+    with torch.no_grad():
+        assert _max(enc(io["x"]), io["enc_full"]) < ATOL

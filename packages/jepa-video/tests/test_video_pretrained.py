@@ -224,3 +224,27 @@ def test_released_vjepa2_vitg_is_recognised():
     assert (arch["embed_dim"], arch["depth"], int(1408 * arch["mlp_ratio"]), arch["img_size"]) == (1408, 40, 6144, 256)
     _validate(parts, arch, "vjepa2")
     assert infer_arch(parts, "vjepa2", path_hint="vitg-384.pt")[0]["img_size"] == 384
+
+
+@pytest.mark.parametrize("method, extra", [("vjepa", []), ("vjepa2", ["model.pred_num_heads=2",
+                                                                      "model.rope_fix_tiling=true"])])
+def test_trainer_checkpoints_load_with_their_config(method, extra, tmp_path):
+    from jepa_core.config import to_dict
+    from jepa_core.registry import get_method
+
+    spec = get_method(method)
+    cfg = spec.load_config("demo", overrides=["model.encoder=custom", "model.embed_dim=32", "model.depth=1",
+                                              "model.num_heads=2", "model.pred_depth=1", "model.pred_emb_dim=16",
+                                              "data.crop_size=32", "data.frames_per_clip=4", *extra])
+    model = spec.build_model(cfg)
+    torch.save({"format": "jepa-run", "version": 1, "step": 3, "model": model.state_dict(), "optimizer": {},
+                "config": to_dict(cfg)}, tmp_path / "step-3.pt")
+    out = load_pretrained(tmp_path / "step-3.pt", which="encoder", with_predictor=True)
+    assert out.info.format == "jepa-run" and out.info.method == method
+    assert out.info.arch["rope_fix_tiling"] is (method == "vjepa2")
+    x = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(out.encoder(x), model.encoder(x))
+    ref = model.predictor.state_dict()
+    assert set(out.predictor.state_dict()) == set(ref)
+    assert all(torch.equal(v, ref[k]) for k, v in out.predictor.state_dict().items())

@@ -494,10 +494,10 @@ def canonical_parts(
     if fmt == "jepa-run":
         return jepa_parts(obj["model"]), [], {}, dict(obj.get("config") or {})
     if fmt == "jepa-weights":
-        if raw.container == "safetensors":
-            arch = json.loads(meta.get("arch", "{}"))
-            return jepa_parts(obj), [], arch, {}
-        return jepa_parts(obj["model"]), [], dict(obj.get("arch") or {}), {}
+        if isinstance(obj.get("model"), Mapping):
+            return jepa_parts(obj["model"]), [], dict(obj.get("arch") or {}), {}
+        # flat: our safetensors export (arch in the metadata) or a bare JEPAMethod.state_dict()
+        return jepa_parts(obj), [], json.loads(meta.get("arch", "{}")), {}
     if fmt == "hf":
         if hf_mapper is None:
             raise PretrainedError(f"{raw.path!r} is in the Hugging Face layout, which this method does not have")
