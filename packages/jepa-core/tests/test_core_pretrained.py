@@ -206,3 +206,16 @@ def test_convert_of_a_non_checkpoint_fails_cleanly(tmp_path, capsys):
     (tmp_path / "a.txt").write_text("not weights")
     assert jepa_main(["convert", str(tmp_path / "a.txt"), str(tmp_path / "b.pt")]) == 2
     assert "is not a checkpoint" in capsys.readouterr().err
+
+
+def test_missing_converter_names_the_package_to_install():
+    with pytest.raises(PretrainedError, match="no converter for 'toy' is installed.*pip install jepa-video"):
+        P.get_converter("toy")
+
+
+def test_pick_encoder_falls_back_and_says_so():
+    notes: list[str] = []
+    which, sd = P.pick_encoder({"encoder": {"a": torch.zeros(1)}}, "target_encoder", notes)
+    assert which == "encoder" and notes == ["no target_encoder in the file; using encoder"]
+    with pytest.raises(PretrainedError, match="which must be"):
+        P.pick_encoder({"encoder": {}}, "context", [])

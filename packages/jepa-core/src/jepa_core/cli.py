@@ -1,4 +1,4 @@
-"""The `jepa` command: pretrain, eval, list, config, convert."""
+"""The `jepa` command: pretrain, eval, list, config."""
 
 from __future__ import annotations
 
