@@ -170,16 +170,14 @@ def hf_config(arch: dict) -> dict:
 # architecture from the weights
 
 
-def _grid_from_table(table: torch.Tensor, dim: int, patch_hint: tuple[int | None, int | None]):
-    """``(T', H', uniform_power)`` whose 3-D sin-cos table equals ``table`` (square grids)."""
+def _grid_from_table(table: torch.Tensor, dim: int):
+    """``(T', H', uniform_power)`` whose 3-D sin-cos table equals ``table`` (square grids), or None."""
     n = table.shape[1]
-    frames_hint, grid_hint = patch_hint
     for t in range(1, n + 1):
         if n % t:
             continue
-        g2 = n // t
-        g = round(g2**0.5)
-        if g * g != g2 or (frames_hint and t != frames_hint) or (grid_hint and g != grid_hint):
+        g = round((n // t) ** 0.5)
+        if g * g != n // t:
             continue
         for up in (True, False):
             if P.table_matches(table, sincos_3d(dim, t, g, g, uniform_power=up)):
@@ -231,7 +229,7 @@ def infer_arch(
         pos = P.shape_of(enc, "pos_embed", "V-JEPA encoder")
         # The stored grid is found from the table itself; img_size / num_frames (the size to run
         # at) only name it when the table is not a sin-cos one.
-        found = _grid_from_table(enc["pos_embed"], dim, (None, None))
+        found = _grid_from_table(enc["pos_embed"], dim)
         if found is None:
             if not (num_frames and img_size):
                 raise PretrainedError(
