@@ -32,7 +32,6 @@ needs no extra package.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 import struct
@@ -47,8 +46,6 @@ import torch.nn.functional as F
 
 from jepa_core import checkpoint as ckpt
 from jepa_core.checkpoint import CheckpointError
-
-log = logging.getLogger(__name__)
 
 PARTS = ("encoder", "predictor", "target_encoder")
 
