@@ -36,6 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     cf.add_argument("overrides", nargs="*")
     cf.add_argument("--preset")
     cf.add_argument("--config")
+
+    cv = sub.add_parser("convert", help="convert a checkpoint: official <-> ours <-> safetensors (<-> hf)")
+    cv.add_argument("input", help="official .pth.tar / .pt, Hugging Face folder or file, jepa checkpoint")
+    cv.add_argument("output", help="file to write (a folder for --to hf)")
+    cv.add_argument("--to", default="ours", choices=["ours", "safetensors", "official", "hf"])
+    cv.add_argument("--method", choices=["ijepa", "vjepa", "vjepa2"], help="default: read from the file")
+    cv.add_argument("--num-heads", type=int, help="encoder heads (needed for non-official widths)")
+    cv.add_argument("--pred-num-heads", type=int, help="predictor heads (needed for non-official widths)")
+    cv.add_argument("--img-size", type=int, help="resolution, for files that do not store it (RoPE)")
+    cv.add_argument("--num-frames", type=int, help="clip length, for files that do not store it (RoPE)")
     return p
 
 
@@ -75,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
             spec = registry.get_method(args.method)
             cfg = spec.load_config(args.preset, args.config, args.overrides)
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        elif args.command == "convert":
+            from jepa_core.pretrained import convert
+
+            hints = {"num_heads": args.num_heads, "pred_num_heads": args.pred_num_heads,
+                     "img_size": args.img_size, "num_frames": args.num_frames}
+            info = convert(args.input, args.output, to=args.to, method=args.method,
+                           **{k: v for k, v in hints.items() if v})
+            print(info.summary())
+            print(f"wrote {args.output} ({args.to})")
     except (ConfigError, FileNotFoundError, CheckpointError) as e:
         print(f"jepa: error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ demo set. The 3D models and masks live in ``jepa_core``."""
 from .datasets import ClipDataset, VideoFolder, VideoIndex, read_index, write_index
 from .decoders import VideoDecoder, available_backends, default_backend, open_video
 from .demo_data import make_demo_videos, split_label
+from .pretrained import from_pretrained, load_pretrained
 from .sampling import ClipSampler, frame_step_for, sample_clip_indices
 from .transforms import VideoEvalTransform, VideoTrainTransform
 
@@ -21,6 +22,8 @@ __all__ = [
     "available_backends",
     "default_backend",
     "frame_step_for",
+    "from_pretrained",
+    "load_pretrained",
     "make_demo_videos",
     "open_video",
     "read_index",
