@@ -111,3 +111,36 @@ def test_every_protocol_monitors_and_report_files(tmp_path, capsys):
     assert set(res["raw pixels"]) >= {"linear_probe"} and "knn" not in res["raw pixels"]
     assert main(["eval", str(run), "--protocol", "linear,bogus"]) == 2
     assert "unknown evaluation protocol 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_video_main_job_probes_both_tasks_beside_an_image_encoder_frame_by_frame(tmp_path):
+    """`jepa pretrain vjepa` (tiny): the attentive and linear probes on motion direction and on
+    object class, for the EMA target, a random init, I-JEPA trained on the training clips'
+    frames (through the registry: jepa-video does not import jepa-image) and raw pixels."""
+    from jepa_core.run import pretrain
+
+    run = tmp_path / "v"
+    summary = pretrain("vjepa", overrides=[
+        f"data.root={tmp_path / 'clips'}", "data.demo_clips=32", "data.demo_eval_clips=16",
+        "data.frames_per_clip=4", "data.batch_size=8", "model.embed_dim=32", "model.depth=1",
+        "model.num_heads=2", "model.pred_depth=1", "model.pred_emb_dim=16", "model.pred_num_heads=2",
+        "optim.max_steps=2", "train.device=cpu", "train.progress=false", "eval.attentive_epochs=1",
+        "baseline.epochs=1", "baseline.overrides=[data.batch_size=32,model.pred_depth=1]",
+    ], run_dir=run)
+    rows = ["pretrained (EMA target)", "random init", "image encoder (ijepa on frames), frame by frame",
+            "raw pixels"]
+    assert list(summary["evaluation"]) == ["motion direction", "object class"]
+    saved = json.loads((run / "eval" / "results.json").read_text())
+    for task in ("motion direction", "object class"):
+        assert list(saved[task]) == rows
+        for name in rows[:3]:
+            assert {"attentive_probe", "linear_probe"} <= set(saved[task][name])
+            assert saved[task][name]["feature_dim"] == 32
+    # The image encoder was trained on 32 clips x 4 frames, and sees every 2nd frame (tubelet 2).
+    assert len(list((run / "image_baseline" / "frames" / "train").rglob("*.png"))) == 32 * 4
+    image_cfg = (run / "image_baseline" / "run" / "config.yaml").read_text()
+    assert "embed_dim: 32" in image_cfg and "image_size: 32" in image_cfg
+    report = (run / "report.md").read_text()
+    assert "### motion direction" in report and "### object class" in report
+    assert (run / "eval" / "motion_direction" / "accuracy.png").is_file()

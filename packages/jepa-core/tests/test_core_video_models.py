@@ -278,3 +278,26 @@ def test_size_table():
     assert VIDEO_VIT_SIZES["vit_large"] == (1024, 24, 16, 4.0)
     assert VIDEO_VIT_SIZES["vit_giant"][2] == 16  # V-JEPA ViT-g: 16 heads
     assert VIDEO_VIT_SIZES["vit_giant_xformers"][2] == 22  # V-JEPA 2 released ViT-g
+
+
+def test_frame_by_frame_encodes_each_kept_frame_on_its_own():
+    from jepa_core.nn import FrameByFrame, VisionTransformer, sincos_1d
+
+    torch.manual_seed(0)
+    image = VisionTransformer(img_size=16, patch_size=4, embed_dim=D, depth=1, num_heads=HEADS).eval()
+    clips = torch.randn(2, 3, 6, 16, 16)
+    with torch.no_grad():
+        blind = FrameByFrame(image, stride=2, temporal_embedding=False)(clips)
+        timed = FrameByFrame(image, stride=2)(clips)
+        per_frame = [image(clips[:, :, t]) for t in (0, 2, 4)]  # frames 0, 2, 4: every 2nd
+    assert blind.shape == (2, 3 * 16, D)
+    assert torch.allclose(blind, torch.cat(per_frame, dim=1), atol=1e-6)
+    # Frame-major order; the table only adds the frame index, the same for every token of a frame.
+    table = sincos_1d(D, torch.arange(3)).float()
+    assert torch.allclose(timed - blind, table.repeat_interleave(16, 0).expand(2, -1, -1), atol=1e-6)
+    # Time-blind: the encoder cannot tell a clip from its frames in another order.
+    with torch.no_grad():
+        shuffled = FrameByFrame(image, stride=2, temporal_embedding=False)(clips[:, :, [4, 1, 2, 3, 0, 5]])
+    assert torch.allclose(shuffled[:, :16], blind[:, 32:], atol=1e-6)
+    with pytest.raises(ValueError, match="clips"):
+        FrameByFrame(image)(clips[:, :, 0])

@@ -16,6 +16,7 @@ from jepa_video.vjepa import (
     build_eval_data,
     build_train_data,
     enable_activation_checkpointing,
+    eval_tasks,
 )
 
 torch.set_num_threads(1)
@@ -217,11 +218,19 @@ def test_demo_train_and_eval_data(demo_root):
     assert len(b1["masks_enc"]) == len(b1["masks_pred"]) == 2
     assert torch.equal(b1["videos"], b2["videos"])  # a function of (seed, step, index)
     assert all(torch.equal(a, b) for a, b in zip(b1["masks_enc"] + b1["masks_pred"], b2["masks_enc"] + b2["masks_pred"]))
-    train, test = build_eval_data(cfg)
+    train, test = build_eval_data(cfg)  # the demo preset: data.label=both, one task per label
     assert (len(train), len(test)) == (16, 8)
     raw = train.dataset.labels
-    labels = [train[i][1] for i in range(4)]
+    assert [train[i][1] for i in range(4)] == raw[:4]
+    tasks = eval_tasks(cfg)
+    assert list(tasks) == ["motion direction", "object class"]
+    y = torch.tensor(raw)
+    assert tasks["motion direction"](y).tolist() == [split_label(v)[1] for v in raw]
+    assert tasks["object class"](y).tolist() == [split_label(v)[0] for v in raw]
+    dir_train, _ = build_eval_data(tiny_cfg("vjepa", f"data.root={demo_root}", "data.label=direction", *DEMO))
+    labels = [dir_train[i][1] for i in range(4)]
     assert labels == [split_label(y)[1] for y in raw[:4]] and all(0 <= y < 8 for y in labels)
+    assert eval_tasks(tiny_cfg("vjepa", f"data.root={demo_root}", "data.label=direction", *DEMO)) is None
     cls_train, _ = build_eval_data(tiny_cfg("vjepa", f"data.root={demo_root}", "data.label=class", *DEMO))
     assert [cls_train[i][1] for i in range(4)] == [split_label(y)[0] for y in raw[:4]]
     clip, _ = test[0]
@@ -237,7 +246,7 @@ def test_pretrain_three_steps_writes_checkpoint(method, demo_root, tmp_path):
         "train.progress=false", "train.log_every=1",
     ]
     if method == "vjepa":  # also the probes on the held-out demo clips (k-NN only, no baselines)
-        overrides += ["eval.protocols=[knn]", "eval.knn_k=[3]", "eval.random_baseline=false",
+        overrides += ["eval.protocols=[knn]", "eval.knn_k=[3]", "eval.random_baseline=false", "baseline.image_encoder=null",
                       "eval.raw_baseline=false", "eval.plots=false"]
     else:
         overrides += ["eval.enabled=false"]
