@@ -289,12 +289,23 @@ class Trainer:
         )
         if self.dist.is_main:
             log.info("resumed from %s at step %d", path, self.state.step)
+            saved_world = obj.get("world_size", self.dist.world_size)
+            if saved_world != self.dist.world_size:
+                log.warning(
+                    "the checkpoint was written by %d processes, this run has %d: the weights and "
+                    "schedules continue, but the data order from here on differs from the original run",
+                    saved_world, self.dist.world_size,
+                )
         return True
 
     # -- the loop --------------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> FitResult:
         self._setup()
+        if self.dist.is_main:
+            for p in ckpt.remove_stale_temp_files(self.ckpt_dir):
+                log.info("removed %s, left by an interrupted checkpoint write", p.name)
+        barrier(self.dist)
         if resume and not self._resume() and self.dist.is_main:
             log.info("no checkpoint in %s; starting from scratch", self.ckpt_dir)
         tc, oc = self.train_cfg, self.optim_cfg
