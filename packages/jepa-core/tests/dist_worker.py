@@ -83,6 +83,26 @@ class Sleepy:
         time.sleep(self.seconds)
 
 
+def train(run_dir, resume=False, batch_size=16, accum=1, steps=12, strategy="auto", checkpoint_every=1000,
+          step_sleep=0.0, nonfinite="stop", nan_steps=(), slow_until_resumed=False) -> dict:
+    """One run; returns where it started and ended. ``slow_until_resumed``: sleep ``step_sleep``
+    per step only in a run that did not resume (the launcher test interrupts that one)."""
+    torch.manual_seed(0)
+    model = TinyJEPA()
+    oc = OptimConfig(epochs=100, warmup=0.5, start_lr=0.01, lr=0.05, final_lr=0.001, weight_decay=0.04,
+                     final_weight_decay=0.4, ema=(0.9, 1.0), grad_accum=accum, max_steps=steps,
+                     clip_grad=1.0)
+    tc = TrainConfig(device="cpu", progress=False, log_every=1, checkpoint_every=checkpoint_every,
+                     num_threads=1, strategy=strategy, keep_last=3, nonfinite=nonfinite,
+                     inject_nan_steps=tuple(nan_steps), per_rank_metrics=True)
+    sleep = step_sleep if not (slow_until_resumed and resume) else 0.0
+    callbacks = [Sleepy(sleep)] if sleep else []
+    tr = Trainer(model, Points(), collate, oc, tc, run_dir, batch_size=batch_size, callbacks=callbacks)
+    res = tr.fit(resume=resume)
+    return {"first_step": res.history[0]["step"] if res.history else None, "steps": res.steps,
+            "resume": resume, "rank": tr.dist.rank, "world_size": tr.dist.world_size}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir")
@@ -95,19 +115,9 @@ def main() -> None:
     ap.add_argument("--step-sleep", type=float, default=0.0)
     ap.add_argument("--nonfinite", default="stop")
     ap.add_argument("--nan-steps", default="")
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    model = TinyJEPA()
-    oc = OptimConfig(epochs=100, warmup=0.5, start_lr=0.01, lr=0.05, final_lr=0.001, weight_decay=0.04,
-                     final_weight_decay=0.4, ema=(0.9, 1.0), grad_accum=args.accum, max_steps=args.steps,
-                     clip_grad=1.0)
-    nan_steps = tuple(int(s) for s in args.nan_steps.split(",") if s)
-    tc = TrainConfig(device="cpu", progress=False, log_every=1, checkpoint_every=args.checkpoint_every,
-                     num_threads=1, strategy=args.strategy, keep_last=3, nonfinite=args.nonfinite,
-                     inject_nan_steps=nan_steps, per_rank_metrics=True)
-    callbacks = [Sleepy(args.step_sleep)] if args.step_sleep else []
-    tr = Trainer(model, Points(), collate, oc, tc, args.run_dir, batch_size=args.batch_size, callbacks=callbacks)
-    tr.fit(resume=args.resume)
+    a = ap.parse_args()
+    train(a.run_dir, a.resume, a.batch_size, a.accum, a.steps, a.strategy, a.checkpoint_every, a.step_sleep,
+          a.nonfinite, tuple(int(s) for s in a.nan_steps.split(",") if s))
 
 
 if __name__ == "__main__":

@@ -84,23 +84,26 @@ class SlurmOptions:
                 params["slurm_setup"] = list(self.setup)
             if self.additional:
                 params["slurm_additional_parameters"] = dict(self.additional)
-        elif cluster == "local":
-            params["local_signal_delay_s"] = self.signal_delay_s
+        elif cluster == "local":  # submitit.LocalExecutor's own names
+            params = {"tasks_per_node": tasks, "gpus_per_node": self.gpus_per_node,
+                      "timeout_min": self.time_min, "signal_delay_s": self.signal_delay_s}
             if self.setup:
-                params["local_setup"] = list(self.setup)
-            params.pop("name")
+                params["setup"] = list(self.setup)
         return params
 
 
 def make_executor(folder: str | Path, options: SlurmOptions, cluster: str = "slurm"):
-    """A configured ``submitit.AutoExecutor`` for ``cluster`` (``slurm`` or ``local``)."""
+    """A configured ``submitit.AutoExecutor(cluster="slurm")``, or ``submitit.LocalExecutor``."""
     if cluster not in ("slurm", "local"):
         raise LauncherError(f"the launcher must be slurm or local, got {cluster!r}")
     submitit = _submitit()
     if cluster == "local" and options.nodes > 1:
         raise LauncherError("--launcher local runs on this machine: use --nodes 1")
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster,
-                                     **{f"{cluster}_max_num_timeout": options.max_requeues})
+    if cluster == "local":
+        executor = submitit.LocalExecutor(folder=str(folder), max_num_timeout=options.max_requeues)
+    else:
+        executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster,
+                                         slurm_max_num_timeout=options.max_requeues)
     executor.update_parameters(**options.executor_parameters(cluster))
     return executor
 
