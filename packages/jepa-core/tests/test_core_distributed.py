@@ -82,3 +82,58 @@ def test_two_processes_with_gradient_accumulation(tmp_path):
     _run(ref, 1, "--batch-size", "8", "--accum", "2")
     _run(run, 2, "--batch-size", "4", "--accum", "2", "--strategy", "ddp")
     _assert_same_run(ref, run)
+
+
+def _worker_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("jepa_dist_worker", WORKER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def one_process_group(tmp_path, monkeypatch):
+    """A gloo process group of one, in this process (as a one-process torchrun makes)."""
+    import torch.distributed as dist
+
+    for k in DIST_ENV:
+        monkeypatch.delenv(k, raising=False)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_only_the_trainable_modules_are_wrapped(tmp_path, one_process_group, strategy):
+    from torch.nn.parallel import DistributedDataParallel
+
+    w = _worker_module()
+    torch.manual_seed(0)
+    from jepa_core.config import OptimConfig, TrainConfig
+    from jepa_core.trainer import Trainer
+
+    model = w.TinyJEPA()
+    tr = Trainer(model, w.Points(), w.collate, OptimConfig(max_steps=1),
+                 TrainConfig(device="cpu", progress=False, strategy=strategy), tmp_path / "r", batch_size=16)
+    res = tr.fit()
+    assert res.steps == 1 and tr.strategy == strategy and tr.dist.world_size == 1
+    target_ids = {id(p) for p in model.target_encoder.parameters()}
+    if strategy == "ddp":
+        assert isinstance(tr.net, DistributedDataParallel)
+        wrapped = {id(p) for p in tr.net.parameters()}
+        trainable = {id(p) for m in model.trainable_modules().values() for p in m.parameters()}
+        assert wrapped == trainable and not wrapped & target_ids
+        # the method is called as before: its state dict has the plain names
+        assert "encoder.stem.weight" in model.state_dict()
+    else:
+        from torch.distributed.fsdp import FSDPModule
+        from torch.distributed.tensor import DTensor
+
+        assert isinstance(model.encoder, FSDPModule) and isinstance(model.encoder.blocks[0], FSDPModule)
+        assert isinstance(model.target_encoder.module, FSDPModule)
+        assert not isinstance(model, FSDPModule)
+        pairs = list(zip(model.target_encoder.module.parameters(), model.encoder.parameters()))
+        assert all(isinstance(t, DTensor) and t.placements == o.placements for t, o in pairs)
+        assert all(t.to_local().shape == o.to_local().shape for t, o in pairs)
