@@ -84,6 +84,20 @@ def test_two_processes_with_gradient_accumulation(tmp_path):
     _assert_same_run(ref, run)
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_fsdp_run_resumes_from_its_gathered_checkpoint(single, tmp_path):
+    """Stop an FSDP run at step 6, resume it (set_model/optimizer_state_dict onto the shards):
+    the same losses and weights as one uninterrupted process."""
+    run = tmp_path / "run"
+    _run(run, 2, "--batch-size", "8", "--strategy", "fsdp", "--steps", "6", "--checkpoint-every", "3")
+    ck = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    assert ck["step"] == 6 and ck["optimizer_keys"] == "names" and ck["world_size"] == 2
+    assert "encoder.stem.weight" in ck["optimizer"]["state"]
+    _run(run, 2, "--batch-size", "8", "--strategy", "fsdp", "--resume")
+    _assert_same_run(single, run)
+
+
 def _worker_module():
     import importlib.util
 
