@@ -190,3 +190,18 @@ def test_train_config_new_keys_are_checked():
         from_dict(TrainConfig, {"strategy": "horovod"}, "train")
     with pytest.raises(ConfigError, match="valid keys: .*keep_last.*nonfinite"):
         from_dict(TrainConfig, {"keep": 3}, "train")
+
+
+def test_resume_warns_only_when_the_data_order_changes(tmp_path, caplog):
+    _fit(tmp_path, optim={"max_steps": 2})
+    with caplog.at_level(logging.WARNING):
+        _fit(tmp_path, optim={"max_steps": 4}, resume=True)
+    assert "data order" not in caplog.text
+    torch.manual_seed(0)
+    oc = OptimConfig(epochs=2, max_steps=6, grad_accum=2)
+    tr = Trainer(TinyJEPA(), Points(), collate, oc, TrainConfig(device="cpu", progress=False), tmp_path / "run",
+                 batch_size=8)
+    with caplog.at_level(logging.WARNING):
+        tr.fit(resume=True)
+    assert "8 samples per loader step over all processes and 1 micro-batches per step, this run has 8 and 2" \
+        in caplog.text

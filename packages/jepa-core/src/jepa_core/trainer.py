@@ -147,6 +147,8 @@ class Trainer:
             self.fsdp_roots = fully_shard_method(self.model, self.device, self.dist)
         if self.dist.is_main and self.dist.initialized:
             log.info("strategy %s over %d processes", self.strategy, self.dist.world_size)
+        elif tc.strategy != "auto":
+            log.info("train.strategy=%s applies under torchrun; this is a single process", tc.strategy)
         accum = max(1, oc.grad_accum)
         self.global_batch = self.batch_size * self.dist.world_size * accum
         lr_scale = self.global_batch / oc.lr_scale_batch if oc.lr_scale_batch else 1.0
@@ -232,6 +234,7 @@ class Trainer:
                 "optimizer": optim_sd,
                 "optimizer_keys": "names" if self.strategy == "fsdp" else "ids",
                 "world_size": self.dist.world_size,
+                "data_layout": [self.batch_size * self.dist.world_size, max(1, self.optim_cfg.grad_accum)],
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "rng": self._rng_state(),
                 "config": self.config_dict,
@@ -289,12 +292,15 @@ class Trainer:
         )
         if self.dist.is_main:
             log.info("resumed from %s at step %d", path, self.state.step)
-            saved_world = obj.get("world_size", self.dist.world_size)
-            if saved_world != self.dist.world_size:
+            # Ranks interleave the epoch permutation, so the data order only depends on the
+            # samples per loader step over all ranks and on the micro-batches per step.
+            layout = (self.batch_size * self.dist.world_size, accum)
+            saved = tuple(obj.get("data_layout", layout))
+            if saved != layout:
                 log.warning(
-                    "the checkpoint was written by %d processes, this run has %d: the weights and "
-                    "schedules continue, but the data order from here on differs from the original run",
-                    saved_world, self.dist.world_size,
+                    "the checkpoint was written with %d samples per loader step over all processes and "
+                    "%d micro-batches per step, this run has %d and %d: the weights and schedules continue, "
+                    "but the data order from here on differs from the original run", *saved, *layout,
                 )
         return True
 
