@@ -86,15 +86,19 @@ def test_two_processes_with_gradient_accumulation(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_fsdp_run_resumes_from_its_gathered_checkpoint(single, tmp_path):
-    """Stop an FSDP run at step 6, resume it (set_model/optimizer_state_dict onto the shards):
-    the same losses and weights as one uninterrupted process."""
+def test_resume_across_strategies(single, tmp_path):
+    """FSDP to step 6, one plain process to step 9, FSDP again to step 12: each resume loads the
+    other's checkpoint (optimizer state keyed by name from FSDP, by number from a plain run),
+    and the run matches one uninterrupted process."""
     run = tmp_path / "run"
-    _run(run, 2, "--batch-size", "8", "--strategy", "fsdp", "--steps", "6", "--checkpoint-every", "3")
+    fsdp = ["--batch-size", "8", "--strategy", "fsdp", "--checkpoint-every", "3"]
+    _run(run, 2, *fsdp, "--steps", "6")
     ck = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
     assert ck["step"] == 6 and ck["optimizer_keys"] == "names" and ck["world_size"] == 2
     assert "encoder.stem.weight" in ck["optimizer"]["state"]
-    _run(run, 2, "--batch-size", "8", "--strategy", "fsdp", "--resume")
+    _run(run, 1, "--batch-size", "16", "--steps", "9", "--resume")
+    assert torch.load(run / "checkpoints" / "latest.pt", weights_only=True)["optimizer_keys"] == "ids"
+    _run(run, 2, *fsdp, "--resume")
     _assert_same_run(single, run)
 
 

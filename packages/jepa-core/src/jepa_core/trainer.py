@@ -258,14 +258,26 @@ class Trainer:
             set_optimizer_state_dict,
         )
 
-        if self.strategy == "fsdp" and not by_name:
-            raise ckpt.CheckpointError(
-                "this checkpoint was written without FSDP (optimizer state keyed by number); "
-                "resume it with train.strategy=ddp, or start the FSDP run afresh"
-            )
+        optim_sd = obj["optimizer"] if by_name else self._optimizer_state_by_name(obj["optimizer"])
         opts = StateDictOptions(full_state_dict=True)
         set_model_state_dict(self.model, obj["model"], options=opts)
-        set_optimizer_state_dict(self.model, self.optimizer, obj["optimizer"], options=opts)
+        set_optimizer_state_dict(self.model, self.optimizer, optim_sd, options=opts)
+
+    def _optimizer_state_by_name(self, sd: dict) -> dict:
+        """A ``torch.optim`` state dict (parameters numbered in param-group order) keyed by
+        parameter name instead, the form ``set_optimizer_state_dict`` takes."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        order = [names[id(p)] for g in self.optimizer.param_groups for p in g["params"]]
+        saved = [i for g in sd["param_groups"] for i in g["params"]]
+        if len(saved) != len(order):
+            raise ckpt.CheckpointError(
+                f"the checkpoint's optimizer has {len(saved)} parameters, this model trains {len(order)}"
+            )
+        to_name = dict(zip(saved, order))
+        return {
+            "state": {to_name[i]: v for i, v in sd["state"].items()},
+            "param_groups": [dict(g, params=[to_name[i] for i in g["params"]]) for g in sd["param_groups"]],
+        }
 
     def _resume(self) -> bool:
         found = ckpt.latest_valid(self.ckpt_dir)
