@@ -37,7 +37,8 @@ def test_sbatch_script_has_the_requested_resources(tmp_path, monkeypatch):
                  "--signal=USR2@180"):
         assert f"#SBATCH {want}" in lines, (want, text)
     assert "module load cuda" in lines
-    assert any(line.startswith("srun ") for line in lines)
+    srun = [line for line in lines if line.startswith("srun ")]
+    assert len(srun) == 1 and "--kill-on-bad-exit=1" in srun[0]
     assert ex._executor.max_num_timeout == 7
     # one task per GPU by default; a CPU-only node gets one task
     assert SlurmOptions(gpus_per_node=0).executor_parameters("slurm")["tasks_per_node"] == 1

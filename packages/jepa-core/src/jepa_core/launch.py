@@ -77,6 +77,9 @@ class SlurmOptions:
             params["mem_gb"] = self.mem_gb
         if cluster == "slurm":
             params["slurm_signal_delay_s"] = self.signal_delay_s
+            # One task failing (an error, not a preemption) ends the others instead of leaving
+            # them waiting in a collective.
+            params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
             for key in ("partition", "account", "qos", "constraint"):
                 if getattr(self, key):
                     params[f"slurm_{key}"] = getattr(self, key)
