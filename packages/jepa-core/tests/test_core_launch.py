@@ -36,7 +36,7 @@ def test_sbatch_script_has_the_requested_resources(tmp_path, monkeypatch):
                  "--time=90", "--partition=gpu", "--account=proj42", "--qos=high", "--job-name=ijepa-vith",
                  "--signal=USR2@180"):
         assert f"#SBATCH {want}" in lines, (want, text)
-    assert "module load cuda" in lines
+    assert "module load cuda" in lines and "#SBATCH --requeue" in lines
     srun = [line for line in lines if line.startswith("srun ")]
     assert len(srun) == 1 and "--kill-on-bad-exit=1" in srun[0]
     assert ex._executor.max_num_timeout == 7

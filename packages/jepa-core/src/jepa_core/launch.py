@@ -85,8 +85,8 @@ class SlurmOptions:
                     params[f"slurm_{key}"] = getattr(self, key)
             if self.setup:
                 params["slurm_setup"] = list(self.setup)
-            if self.additional:
-                params["slurm_additional_parameters"] = dict(self.additional)
+            # --requeue: the job may be requeued even where the cluster's default (JobRequeue) is 0.
+            params["slurm_additional_parameters"] = {"requeue": True, **self.additional}
         elif cluster == "local":  # submitit.LocalExecutor's own names
             params = {"tasks_per_node": tasks, "gpus_per_node": self.gpus_per_node,
                       "timeout_min": self.time_min, "signal_delay_s": self.signal_delay_s}
