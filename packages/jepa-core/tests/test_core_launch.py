@@ -95,3 +95,11 @@ def test_missing_submitit_is_a_clear_cli_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("jepa_core.launch.submit_pretrain", lambda *a, **k: _submitit())
     assert main(["pretrain", "ijepa", "--launcher", "slurm", "--run-dir", str(tmp_path / "r")]) == 2
     assert "jepa-core[slurm]" in capsys.readouterr().err
+
+
+def test_slurm_options_without_a_launcher_are_refused(capsys):
+    from jepa_core.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "ijepa", "--nodes", "2", "--partition", "gpu"])
+    assert "--nodes, --partition apply to a launcher: add --launcher slurm" in capsys.readouterr().err

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     sl.add_argument("--signal-delay", type=int, default=120, help="seconds of warning before the time limit")
     sl.add_argument("--max-requeues", type=int, default=20, help="requeues after time-outs")
     sl.add_argument("--wait", action="store_true", help="wait for the job and print its summary")
+    # the options only a launcher uses, with their defaults
+    pt.set_defaults(launcher_defaults={a.dest: a.default for a in sl._group_actions})
 
     ev = sub.add_parser("eval", help="evaluate the frozen encoder of a run folder or checkpoint")
     ev.add_argument("run_dir", help="a `jepa pretrain` run folder, or one of its checkpoint files")
@@ -74,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             from jepa_core.run import pretrain
 
             if args.launcher == "none":
+                given = [f"--{k.replace('_', '-')}" for k, v in args.launcher_defaults.items() if getattr(args, k) != v]
+                if given:
+                    parser.error(f"{', '.join(given)} apply to a launcher: add --launcher slurm (or local)")
                 summary = pretrain(args.method, args.preset, args.config, args.overrides, args.run_dir, args.resume)
                 _print_summary(summary)
             else:
