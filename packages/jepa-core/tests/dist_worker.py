@@ -13,6 +13,7 @@ import time
 import torch
 from jepa_core.config import OptimConfig, TrainConfig
 from jepa_core.data import collate_stamped
+from jepa_core.distributed import shutdown_distributed
 from jepa_core.method import JEPAMethod
 from jepa_core.target import EMATarget
 from jepa_core.trainer import Trainer
@@ -98,9 +99,15 @@ def train(run_dir, resume=False, batch_size=16, accum=1, steps=12, strategy="aut
     sleep = step_sleep if not (slow_until_resumed and resume) else 0.0
     callbacks = [Sleepy(sleep)] if sleep else []
     tr = Trainer(model, Points(), collate, oc, tc, run_dir, batch_size=batch_size, callbacks=callbacks)
-    res = tr.fit(resume=resume)
-    return {"first_step": res.history[0]["step"] if res.history else None, "steps": res.steps,
-            "resume": resume, "rank": tr.dist.rank, "world_size": tr.dist.world_size}
+    try:
+        res = tr.fit(resume=resume)
+        out = {"first_step": res.history[0]["step"] if res.history else None, "steps": res.steps,
+               "resume": resume, "rank": tr.dist.rank, "world_size": tr.dist.world_size}
+    finally:
+        info = tr.dist
+        del tr, model
+        shutdown_distributed(info)
+    return out
 
 
 def main() -> None:

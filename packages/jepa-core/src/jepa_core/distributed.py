@@ -15,6 +15,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     initialized: bool = False
+    created: bool = False  # this call created the process group (and should destroy it)
 
     @property
     def is_main(self) -> bool:
@@ -40,7 +41,24 @@ def init_distributed(device: torch.device) -> DistInfo:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend)
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]), True)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]), True, True)
+
+
+def shutdown_distributed(info: DistInfo) -> None:
+    """After a successful run, on every rank: destroy the process group that
+    :func:`init_distributed` created (``info.created``), once all ranks got here.
+
+    Exiting with a live gloo group can abort a process at interpreter shutdown ("terminate
+    called without an active exception", pytorch/pytorch#179291), which torchrun reports as a
+    failure. Drop the DDP wrapper and sharded modules first, so the collection frees them. Not
+    for error paths: the barrier would wait for ranks that are elsewhere.
+    """
+    if info.created and dist.is_available() and dist.is_initialized():
+        import gc
+
+        dist.barrier()  # no rank still has collectives in flight
+        gc.collect()  # drop unreachable DDP reducers and meshes that hold the group
+        dist.destroy_process_group()
 
 
 def resolve_device(name: str) -> torch.device:

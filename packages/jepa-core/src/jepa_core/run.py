@@ -18,7 +18,7 @@ import torch
 
 from jepa_core import registry
 from jepa_core.config import ConfigError, dump_yaml, to_dict
-from jepa_core.distributed import init_distributed, resolve_device
+from jepa_core.distributed import init_distributed, resolve_device, shutdown_distributed
 from jepa_core.plots import plot_metrics
 from jepa_core.trainer import Trainer
 
@@ -100,10 +100,16 @@ def pretrain(
         # The trained model is sharded over the ranks: gather it (a collective) and evaluate a
         # plain copy on rank 0.
         full, _ = trainer.full_state_dicts()
+        model = None
         if dist.is_main:
             model = spec.build_model(cfg)
             model.load_state_dict(full)
             model.to(trainer.device)
+        trainer.model = None
+    # Training is over on every rank: end the process group now (rank 0 evaluates alone), after
+    # dropping the engine that holds it.
+    trainer.net = None
+    shutdown_distributed(dist)
     if not dist.is_main:
         return summary
     plot_metrics(run_dir / "metrics.csv", run_dir / "plots")
