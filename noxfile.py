@@ -18,7 +18,7 @@ nox.options.sessions = [
 ]
 
 # package: the extras its tests need (plots: the PNGs a run writes)
-PACKAGES = {"jepa-core": ["plots", "safetensors"], "jepa-image": ["plots"], "jepa-video": [], "jepa-eval": []}
+PACKAGES = {"jepa-core": ["plots", "safetensors", "slurm"], "jepa-image": ["plots"], "jepa-video": [], "jepa-eval": []}
 ENV = {"UV_COMPILE_BYTECODE": "1", "UV_PYTHON_DOWNLOADS": "never"}
 
 

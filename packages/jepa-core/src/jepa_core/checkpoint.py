@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+_TEST_DELAY_ENV = "JEPA_TEST_CHECKPOINT_DELAY_S"
 
 
 class CheckpointError(RuntimeError):
@@ -16,9 +19,11 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+    """``torch.save`` to a temporary file in the same folder, flush and fsync it, rename it over
+    ``path`` (``os.replace``, atomic on POSIX), then fsync the folder so the rename is durable.
 
-    A crash or kill at any moment leaves either the old file or the new one, never a torn one.
+    A crash or kill at any moment leaves either the old file or the new one, never a torn one
+    (at worst a hidden ``.<name>.*.tmp`` file, which :func:`remove_stale_temp_files` deletes).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +33,8 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        if _TEST_DELAY_ENV in os.environ:  # fault-injection tests: widen the write window
+            time.sleep(float(os.environ[_TEST_DELAY_ENV]))
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -39,6 +46,17 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of writes that a crash interrupted (``.*.tmp``, ``.*.link``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.suffix in (".tmp", ".link")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_link(src: str | Path, dst: str | Path) -> Path:

@@ -23,6 +23,26 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--config", help="YAML file merged over the preset")
     pt.add_argument("--run-dir", help="run folder (default runs/<method>-<preset>-<time>)")
     pt.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
+    pt.add_argument("--launcher", choices=["none", "slurm", "local"], default="none",
+                    help="slurm: submit with submitit (jepa-core[slurm]), requeued and resumed on "
+                         "preemption or time-out; local: the same job through submitit on this machine")
+    sl = pt.add_argument_group("SLURM (with --launcher slurm|local)")
+    sl.add_argument("--nodes", type=int, default=1)
+    sl.add_argument("--gpus-per-node", type=int, default=1)
+    sl.add_argument("--tasks-per-node", type=int, help="default: --gpus-per-node (one process per GPU)")
+    sl.add_argument("--cpus-per-task", type=int)
+    sl.add_argument("--mem-gb", type=float)
+    sl.add_argument("--time", type=int, default=24 * 60, help="time limit in minutes (default 1440)")
+    sl.add_argument("--partition")
+    sl.add_argument("--account")
+    sl.add_argument("--qos")
+    sl.add_argument("--constraint")
+    sl.add_argument("--job-name", default="jepa")
+    sl.add_argument("--signal-delay", type=int, default=120, help="seconds of warning before the time limit")
+    sl.add_argument("--max-requeues", type=int, default=20, help="requeues after time-outs")
+    sl.add_argument("--wait", action="store_true", help="wait for the job and print its summary")
+    # the options only a launcher uses, with their defaults
+    pt.set_defaults(launcher_defaults={a.dest: a.default for a in sl._group_actions})
 
     ev = sub.add_parser("eval", help="evaluate the frozen encoder of a run folder or checkpoint")
     ev.add_argument("run_dir", help="a `jepa pretrain` run folder, or one of its checkpoint files")
@@ -65,8 +85,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pretrain":
             from jepa_core.run import pretrain
 
-            summary = pretrain(args.method, args.preset, args.config, args.overrides, args.run_dir, args.resume)
-            _print_summary(summary)
+            if args.launcher == "none":
+                given = [f"--{k.replace('_', '-')}" for k, v in args.launcher_defaults.items() if getattr(args, k) != v]
+                if given:
+                    parser.error(f"{', '.join(given)} apply to a launcher: add --launcher slurm (or local)")
+                summary = pretrain(args.method, args.preset, args.config, args.overrides, args.run_dir, args.resume)
+                _print_summary(summary)
+            else:
+                from jepa_core.launch import SlurmOptions, submit_pretrain
+
+                options = SlurmOptions(
+                    nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
+                    cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, time_min=args.time,
+                    partition=args.partition, account=args.account, qos=args.qos, constraint=args.constraint,
+                    job_name=args.job_name, signal_delay_s=args.signal_delay, max_requeues=args.max_requeues,
+                )
+                job = submit_pretrain(args.method, args.preset, args.config, args.overrides, args.run_dir,
+                                      args.resume, options, cluster=args.launcher)
+                print(f"submitted job {job.job_id}; submitit logs: {job.paths.folder}")
+                if args.wait:
+                    results = job.results()  # one summary per task
+                    _print_summary(results[0])
         elif args.command == "eval":
             from jepa_core.run import evaluate_run
 

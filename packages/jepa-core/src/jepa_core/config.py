@@ -37,21 +37,54 @@ class OptimConfig:
     clip_grad: float | None = None  # I-JEPA: none; V-JEPA: 10 after warm-up
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int | None = None  # stop early; the schedules keep their full length
+    lr_scale_batch: int | None = None
+    """Linear LR scaling: with a reference global batch here, ``start_lr``, ``lr`` and
+    ``final_lr`` are multiplied by ``global batch / lr_scale_batch`` (global batch =
+    ``data.batch_size`` x processes x ``grad_accum``). None: the LRs are used as given."""
 
 
 @dataclass
 class TrainConfig:
+    """How a run executes: device, precision, distribution, checkpoints, fault handling, logging.
+
+    ``data.batch_size`` is per process and per micro-batch; one optimizer step sees
+    ``data.batch_size x processes x optim.grad_accum`` samples, and every schedule counts
+    optimizer steps, so a run has the same schedules at any world size with the same global batch.
+    """
+
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA
     seed: int = 0
     run_dir: str | None = None  # default runs/<method>-<preset>
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    """Under ``torchrun``: ``ddp`` (DistributedDataParallel over the trainable modules), ``fsdp``
+    (FSDP2 ``fully_shard`` per transformer block and per module, EMA target sharded alike), or
+    ``auto`` (= ddp). Without torchrun a single process runs and the strategy is unused."""
     checkpoint_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
-    keep_checkpoints: int = 2  # step-N.pt files kept beside latest.pt
+    keep_last: int = 2  # step-N.pt files kept beside latest.pt (older ones are deleted)
+    keep_checkpoints: int | None = None  # deprecated name of keep_last; overrides it when set
     log_every: int = 10
     progress: bool = True
     tensorboard: bool = False
+    wandb: bool | dict[str, Any] = False
+    """Weights & Biases on rank 0 (``pip install jepa-core[wandb]``): true, or a mapping of
+    ``wandb.init`` arguments (project, entity, name, tags, mode, ...). A requeued run continues
+    the same W&B run (its id is kept in the run folder)."""
+    per_rank_metrics: bool = False  # also write metrics-rank<r>.csv from every process
     num_threads: int | None = None  # torch intra-op threads on CPU
     max_bad_fraction: float = 0.01  # corrupt samples are skipped and counted; stop above this
+    nonfinite: Literal["stop", "skip"] = "stop"
+    """A NaN/inf loss or gradient norm: ``stop`` raises at the next log or checkpoint step (the
+    last good checkpoint stays); ``skip`` drops that step's update (no optimizer step, no EMA
+    update, gradients zeroed), counts it in metrics.csv (``skipped_nonfinite``) and goes on.
+    ``skip`` costs one host sync per step."""
+    max_nonfinite: int = 100  # skip: stop when more steps than this were skipped in total
+    max_nonfinite_consecutive: int = 5  # skip: stop when more than this were skipped in a row
+    inject_nan_steps: tuple[int, ...] = ()  # testing: the loss is made NaN at these (1-based) steps
+
+    def __post_init__(self) -> None:
+        if self.keep_checkpoints is not None:
+            self.keep_last = self.keep_checkpoints
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 
 from jepa_core import registry
 from jepa_core.config import ConfigError, dump_yaml, to_dict
-from jepa_core.distributed import init_distributed, resolve_device
+from jepa_core.distributed import init_distributed, resolve_device, shutdown_distributed
 from jepa_core.plots import plot_metrics
 from jepa_core.trainer import Trainer
 
@@ -71,7 +71,11 @@ def pretrain(
             spec.on_run_start(cfg, run_dir, dataset)
     data_cfg = getattr(cfg, "data", None)
     callbacks = []
-    if cfg.eval.monitor_every > 0 and spec.build_eval_data is not None:
+    sharded = cfg.train.strategy == "fsdp" and dist.initialized
+    if cfg.eval.monitor_every > 0 and sharded:
+        # The monitors run the encoder on rank 0 alone, which a sharded model cannot do.
+        log.warning("eval.monitor_every is not supported with train.strategy=fsdp; no monitors")
+    elif cfg.eval.monitor_every > 0 and spec.build_eval_data is not None:
         make_monitor = registry.get_evaluator("monitor")
         if make_monitor is None:
             log.warning("eval.monitor_every is set but jepa-eval is not installed; no monitors")
@@ -89,8 +93,23 @@ def pretrain(
     summary: dict[str, Any] = {
         "run_dir": str(run_dir), "steps": fit.steps, "final_loss": fit.final_loss,
         "train_seconds": round(fit.seconds, 1), "samples_per_second": round(fit.samples_per_second, 1),
-        "bad_samples": fit.bad_samples,
+        "bad_samples": fit.bad_samples, "skipped_nonfinite": fit.skipped_nonfinite,
+        "strategy": trainer.strategy, "world_size": dist.world_size, "global_batch": trainer.global_batch,
     }
+    if trainer.strategy == "fsdp":
+        # The trained model is sharded over the ranks: gather it (a collective) and evaluate a
+        # plain copy on rank 0.
+        full, _ = trainer.full_state_dicts()
+        model = None
+        if dist.is_main:
+            model = spec.build_model(cfg)
+            model.load_state_dict(full)
+            model.to(trainer.device)
+        trainer.model = None
+    # Training is over on every rank: end the process group now (rank 0 evaluates alone), after
+    # dropping the engine that holds it.
+    trainer.net = None
+    shutdown_distributed(dist)
     if not dist.is_main:
         return summary
     plot_metrics(run_dir / "metrics.csv", run_dir / "plots")
@@ -138,7 +157,10 @@ def write_report(run_dir: Path, cfg, summary: dict, evaluation: dict | None) -> 
         f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         f"- steps: {summary['steps']}, final loss {summary['final_loss']:.5f}",
         f"- training time: {summary['train_seconds']} s ({summary['samples_per_second']} samples/s)",
-        f"- corrupt samples skipped: {summary['bad_samples']}",
+        f"- corrupt samples skipped: {summary['bad_samples']}; non-finite steps skipped: "
+        f"{summary.get('skipped_nonfinite', 0)}",
+        f"- {summary.get('world_size', 1)} process(es), strategy {summary.get('strategy', 'none')}, "
+        f"global batch {summary.get('global_batch', '?')}",
         "",
         "Resolved config: `config.yaml`. Per-step metrics: `metrics.csv`; curves in `plots/`.",
         "",

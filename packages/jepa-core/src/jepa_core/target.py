@@ -21,6 +21,7 @@ class EMATarget(nn.Module):
     ``update(online, m)``: ``theta_t <- m * theta_t + (1 - m) * theta_online`` over parameters
     (ijepa:src/train.py), done with two ``torch._foreach`` kernels instead of a Python loop over
     parameters. Buffers are copied. The target is never wrapped in DDP: it gets no gradients.
+    Under FSDP2 both are sharded alike and the update runs on the local shards.
     """
 
     def __init__(self, online: nn.Module):
@@ -33,11 +34,23 @@ class EMATarget(nn.Module):
 
     @torch.no_grad()
     def update(self, online: nn.Module, momentum: float) -> None:
+        # Under FSDP2 a root module may keep its gathered parameters after a forward; put both
+        # back on their shards, which line up (same module structure, same sharding).
+        for module in (self.module, online):
+            reshard = getattr(module, "reshard", None)
+            if callable(reshard):
+                reshard()
         # Only the parameters the online encoder trains; frozen ones (pos_embed) never change.
         pairs = [(t, o) for t, o in zip(self.module.parameters(), online.parameters()) if o.requires_grad]
-        tgt = [t for t, _ in pairs]
-        src = [o.detach() for _, o in pairs]
+        tgt = [_local(t) for t, _ in pairs]
+        src = [_local(o.detach()) for _, o in pairs]
         torch._foreach_mul_(tgt, momentum)
         torch._foreach_add_(tgt, src, alpha=1.0 - momentum)
         for bt, bo in zip(self.module.buffers(), online.buffers()):
             bt.copy_(bo)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of an FSDP2 (DTensor) parameter, sharing its storage; else ``t``."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
