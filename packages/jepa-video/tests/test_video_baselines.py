@@ -96,3 +96,9 @@ def test_frame_baseline_from_a_run_folder(tmp_path, monkeypatch):
     assert "fake-image" in name and "frame by frame" in name
     assert isinstance(enc, FrameByFrame) and enc.stride == 2 and not enc.temporal_embedding
     assert enc(torch.randn(1, 3, 8, 32, 32)).shape == (1, 4 * 64, 96)  # as many tokens as the video encoder
+
+
+def test_ijepa_baseline_is_not_trained_inside_a_multi_process_run(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert frame_baseline(_cfg("baseline.image_encoder=ijepa"), "cpu", tmp_path) == {}
+    assert "jepa eval" in caplog.text and not (tmp_path / "image_baseline").exists()

@@ -21,6 +21,7 @@ default, as an image model knows nothing of time (with it, the probe knows the f
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +123,11 @@ def frame_baseline(cfg, device: torch.device | str, run_dir: Path | None) -> dic
     if not b.image_encoder:
         return {}
     if b.image_encoder == "ijepa":
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Rank 0 evaluates alone after a torchrun job; a nested run would join the launcher's group.
+            log.warning("baseline.image_encoder=ijepa is not trained inside a multi-process run; run "
+                        "`jepa eval <run folder>` afterwards for the frame-by-frame image baseline")
+            return {}
         if run_dir is None:
             raise ConfigError("baseline.image_encoder=ijepa pretrains into the run folder; none was given")
         found = _pretrain_image_encoder(cfg, Path(run_dir))
