@@ -86,9 +86,30 @@ def rope_3d_tables(
     return torch.cat([c for c, _ in cs], dim=-1), torch.cat([s for _, s in cs], dim=-1)
 
 
+class RoPETables:
+    """The cos/sin tables of one set of token indices, computed on first use per (head_dim,
+    dtype) and then shared by every block (and by q and k) of a forward pass: the official code
+    recomputes them in each attention call, i.e. ``2 * depth`` times per pass. Pass one in place
+    of ``ids`` to :class:`RoPEBlock` / :class:`RoPEAttention`; the tables are those
+    :func:`rope_3d_tables` gives, so results are bitwise the same."""
+
+    def __init__(self, ids: torch.Tensor, grid_hw: tuple[int, int], fix_tiling: bool = False):
+        self.ids, self.grid_hw, self.fix_tiling = ids, grid_hw, fix_tiling
+        self._cache: dict[tuple[int, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, head_dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (head_dim, dtype)
+        if key not in self._cache:
+            cos, sin = rope_3d_tables(self.ids, self.grid_hw, head_dim, dtype, self.fix_tiling)
+            if self.ids.ndim == 2:  # [B, N, 3S] -> [B, 1, N, 3S], shared over heads
+                cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+            self._cache[key] = (cos, sin)
+        return self._cache[key]
+
+
 def apply_rope_3d(
     x: torch.Tensor,
-    ids: torch.Tensor,
+    ids: torch.Tensor | RoPETables,
     grid_hw: tuple[int, int],
     fix_tiling: bool = False,
 ) -> torch.Tensor:
@@ -99,9 +120,8 @@ def apply_rope_3d(
     """
     Dh = x.shape[-1]
     S3 = 3 * rope_axis_dim(Dh)
-    cos, sin = rope_3d_tables(ids, grid_hw, Dh, x.dtype, fix_tiling)
-    if ids.ndim == 2:  # [B, N, 3S] -> [B, 1, N, 3S], shared over heads
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    tables = ids if isinstance(ids, RoPETables) else RoPETables(ids, grid_hw, fix_tiling)
+    cos, sin = tables.get(Dh, x.dtype)
     rotated = rotate_pairs(x[..., :S3], cos, sin)
     if S3 == Dh:
         return rotated
@@ -113,8 +133,8 @@ class RoPEAttention(nn.Module):
     :class:`jepa_core.nn.vit.Attention` (vjepa2:src/models/utils/modules.py ``RoPEAttention``).
 
     ``forward(x, ids, grid_hw, attn_mask=None)``: ``ids`` are the token indices on the full
-    ``(T', H', W')`` grid (``[N]`` or ``[B, N]``); ``grid_hw = (H', W')``. SDPA, default scale
-    ``Dh ** -0.5``.
+    ``(T', H', W')`` grid (``[N]`` or ``[B, N]``), or a :class:`RoPETables` of them shared
+    across blocks; ``grid_hw = (H', W')``. SDPA, default scale ``Dh ** -0.5``.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, fix_tiling: bool = False):

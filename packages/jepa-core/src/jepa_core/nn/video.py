@@ -24,7 +24,7 @@ from torch import nn
 
 from jepa_core.masks.ops import apply_masks
 from jepa_core.nn.pos_embed import sincos_3d
-from jepa_core.nn.rope import RoPEBlock
+from jepa_core.nn.rope import RoPEBlock, RoPETables
 from jepa_core.nn.vit import VIT_SIZES, Block, LayerNorm, rescale_blocks_, trunc_normal_init_
 
 
@@ -147,6 +147,8 @@ class VideoVisionTransformer(nn.Module):
 
     def _run_blocks(self, x, ids, grid_hw, attn_mask=None, return_layers=None):
         outs = []
+        if self.use_rope:  # one set of RoPE tables for all blocks
+            ids = RoPETables(ids, grid_hw, self.blocks[0].attn.fix_tiling)
         for i, blk in enumerate(self.blocks):
             x = blk(x, ids, grid_hw, attn_mask) if self.use_rope else blk(x, attn_mask)
             if return_layers is not None and i in return_layers:
