@@ -52,6 +52,7 @@ class TrainConfig:
     tensorboard: bool = False
     num_threads: int | None = None  # torch intra-op threads on CPU
     max_bad_fraction: float = 0.01  # corrupt samples are skipped and counted; stop above this
+    compile: bool = False  # torch.compile the training forward (jepa_core.optim.maybe_compile)
 
 
 @dataclass

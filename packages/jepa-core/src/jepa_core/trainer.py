@@ -30,7 +30,7 @@ from jepa_core.distributed import (
     resolve_device,
 )
 from jepa_core.method import JEPAMethod
-from jepa_core.optim import param_groups
+from jepa_core.optim import adamw_kwargs, maybe_compile, param_groups
 from jepa_core.schedules import (
     CosineWD,
     LinearDecay,
@@ -130,9 +130,10 @@ class Trainer:
         if self.dist.initialized:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DDP(self.model, device_ids=ids)
+        self.net = maybe_compile(self.net, tc.compile)
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model.trainable_modules()), lr=oc.start_lr, betas=oc.betas, eps=oc.eps,
-            weight_decay=oc.weight_decay,
+            weight_decay=oc.weight_decay, **adamw_kwargs(self.device),
         )
         accum = max(1, oc.grad_accum)
         probe = StepBatchSampler(len(self.dataset), self.batch_size, 1, tc.seed, self.dist.rank, self.dist.world_size)
