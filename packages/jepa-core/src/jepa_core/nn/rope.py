@@ -24,10 +24,9 @@ Reference C.1 (vjepa2:src/models/utils/modules.py ``RoPEAttention``, ``rotate_qu
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from jepa_core.nn.vit import Block
+from jepa_core.nn.vit import Block, attend
 
 
 def rope_axis_dim(head_dim: int) -> int:
@@ -159,7 +158,7 @@ class RoPEAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         q = apply_rope_3d(q, ids, grid_hw, self.fix_tiling)
         k = apply_rope_3d(k, ids, grid_hw, self.fix_tiling)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        x = attend(q, k, v, attn_mask)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 

@@ -63,6 +63,22 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+class Segments(tuple):
+    """Token-axis segment lengths that stand in for a block-diagonal attention mask: tokens
+    attend only within their segment. Passed as ``attn_mask``, attention runs once per segment
+    (no masked-out FLOPs, kernels without mask support stay usable), while every per-token op
+    of the block (LayerNorm, qkv, proj, MLP) runs once over all segments."""
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` over ``[B, heads, N, Dh]``; ``attn_mask`` may be
+    :class:`Segments`."""
+    if isinstance(attn_mask, Segments):
+        parts = zip(q.split(attn_mask, 2), k.split(attn_mask, 2), v.split(attn_mask, 2))
+        return torch.cat([F.scaled_dot_product_attention(a, b, c) for a, b, c in parts], dim=2)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with one fused ``qkv`` Linear (rows Q, K, V; heads contiguous)."""
 
@@ -78,7 +94,7 @@ class Attention(nn.Module):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        x = attend(q, k, v, attn_mask)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 
