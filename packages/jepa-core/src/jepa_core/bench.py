@@ -190,8 +190,19 @@ def case_masks_3d(ctx: Context) -> list[Row]:
 # cases: training steps
 
 # size -> (encoder, image px, frames, batch, predictor width, predictor depth)
-IMAGE_SIZES = {"tiny": ("vit_tiny", 224, 1, 16, 96, 6), "small": ("vit_small", 224, 1, 8, 192, 6)}
-VIDEO_SIZES = {"tiny": ("vit_tiny", 112, 16, 4, 96, 6), "small": ("vit_small", 112, 16, 2, 192, 6)}
+# (tiny and small fit a CPU run; base and large are for GPUs, benchmarks/gpu_suite.sh)
+IMAGE_SIZES = {
+    "tiny": ("vit_tiny", 224, 1, 16, 96, 6),
+    "small": ("vit_small", 224, 1, 8, 192, 6),
+    "base": ("vit_base", 224, 1, 64, 384, 6),
+    "large": ("vit_large", 224, 1, 32, 384, 12),
+}
+VIDEO_SIZES = {
+    "tiny": ("vit_tiny", 112, 16, 4, 96, 6),
+    "small": ("vit_small", 112, 16, 2, 192, 6),
+    "base": ("vit_base", 224, 16, 8, 384, 6),
+    "large": ("vit_large", 224, 16, 8, 384, 12),
+}
 
 
 def _optimizer(model) -> torch.optim.Optimizer:
@@ -515,9 +526,9 @@ def run(args: argparse.Namespace, command: str = "jepa bench") -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, command: str = "jepa bench") -> int:
     args = parser().parse_args(argv)
-    text = run(args)
+    text = run(args, command)
     write_report(args, text)
     return 0
 

@@ -126,6 +126,9 @@ def video_mask_collator(key: str, path, img: int, frames: int = 16, cfgs=None):
 # training steps
 
 
+_SIZE_NAMES = {192: "vit_tiny", 384: "vit_small", 768: "vit_base", 1024: "vit_large", 1280: "vit_huge"}
+
+
 def _param_groups(encoder, predictor) -> list[dict]:
     """Their init_opt: decay / no-decay (bias or 1-D) for encoder and predictor."""
     def groups(m):
@@ -196,7 +199,7 @@ def ijepa_step_builder(path):
 
     def build(ours, batch, ctx):
         e, p = ours.encoder, ours.predictor
-        name = {192: "vit_tiny", 384: "vit_small", 768: "vit_base"}[e.embed_dim]
+        name = _SIZE_NAMES[e.embed_dim]
         encoder = getattr(vt, name)(img_size=[e.img_size], patch_size=e.patch_size)
         predictor = vt.vit_predictor(num_patches=e.num_patches, embed_dim=e.embed_dim,
                                      predictor_embed_dim=p.predictor_embed.out_features,
@@ -242,7 +245,7 @@ def video_step_builder(key: str, path):
 
     def build(ours, batch, ctx):
         e, p = ours.encoder, ours.predictor
-        name = {192: "vit_tiny", 384: "vit_small", 768: "vit_base"}[e.embed_dim]
+        name = _SIZE_NAMES[e.embed_dim]
         T, gh, gw = p.grid
         img, frames = gh * e.patch_size, T * e.tubelet_size
         common = dict(img_size=img, patch_size=e.patch_size, num_frames=frames, tubelet_size=e.tubelet_size,
