@@ -97,13 +97,31 @@ class RoPETables:
         self._cache: dict[tuple[int, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def get(self, head_dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, signed sin)`` over all ``head_dim`` channels, ready for :func:`rotate_full`:
+        the pass-through channels ``3S..Dh`` get cos 1 and sin 0, and the sign of ``rot``
+        is folded into sin (even channels negated)."""
         key = (head_dim, dtype)
         if key not in self._cache:
             cos, sin = rope_3d_tables(self.ids, self.grid_hw, head_dim, dtype, self.fix_tiling)
-            if self.ids.ndim == 2:  # [B, N, 3S] -> [B, 1, N, 3S], shared over heads
+            rest = head_dim - cos.shape[-1]
+            if rest:
+                cos = torch.cat([cos, cos.new_ones(*cos.shape[:-1], rest)], -1)
+                sin = torch.cat([sin, sin.new_zeros(*sin.shape[:-1], rest)], -1)
+            sign = torch.ones(head_dim, dtype=dtype, device=sin.device)
+            sign[0::2] = -1
+            sin = sin * sign
+            if self.ids.ndim == 2:  # [B, N, Dh] -> [B, 1, N, Dh], shared over heads
                 cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
             self._cache[key] = (cos, sin)
         return self._cache[key]
+
+
+def rotate_full(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """:func:`rotate_pairs` over all channels with the tables of :meth:`RoPETables.get`: the
+    adjacent pairs are swapped (one interleaving copy), the signs live in ``signed_sin``, and
+    the pass-through channels come out as ``x * 1 + y * 0 = x``: no negation, slicing or concat."""
+    swapped = torch.stack((x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
+    return x * cos + swapped * signed_sin
 
 
 def apply_rope_3d(
@@ -117,14 +135,8 @@ def apply_rope_3d(
     ``ids``: ``[N]`` (same positions for every row) or ``[B, N]``. Channels ``3S..Dh`` pass through.
     Since S is even, no rotation pair straddles two axis blocks, so all three are rotated at once.
     """
-    Dh = x.shape[-1]
-    S3 = 3 * rope_axis_dim(Dh)
     tables = ids if isinstance(ids, RoPETables) else RoPETables(ids, grid_hw, fix_tiling)
-    cos, sin = tables.get(Dh, x.dtype)
-    rotated = rotate_pairs(x[..., :S3], cos, sin)
-    if S3 == Dh:
-        return rotated
-    return torch.cat([rotated, x[..., S3:]], dim=-1)
+    return rotate_full(x, *tables.get(x.shape[-1], x.dtype))
 
 
 class RoPEAttention(nn.Module):
@@ -155,10 +167,9 @@ class RoPEAttention(nn.Module):
     ) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        q = apply_rope_3d(q, ids, grid_hw, self.fix_tiling)
-        k = apply_rope_3d(k, ids, grid_hw, self.fix_tiling)
-        x = attend(q, k, v, attn_mask)
+        qkv = qkv.permute(2, 0, 3, 1, 4)
+        q, k = apply_rope_3d(qkv[:2], ids, grid_hw, self.fix_tiling).unbind(0)  # q and k at once
+        x = attend(q, k, qkv[2], attn_mask)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 
