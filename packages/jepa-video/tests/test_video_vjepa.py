@@ -238,7 +238,7 @@ def test_pretrain_three_steps_writes_checkpoint(method, demo_root, tmp_path):
     ]
     if method == "vjepa":  # also the probes on the held-out demo clips (k-NN only, no baselines)
         overrides += ["eval.protocols=[knn]", "eval.knn_k=[3]", "eval.random_baseline=false",
-                      "eval.raw_baseline=false", "eval.plots=false"]
+                      "eval.raw_baseline=false", "eval.plots=false", "baseline.image_encoder=null"]
     else:
         overrides += ["eval.enabled=false"]
     summary = pretrain(method, overrides=overrides, run_dir=tmp_path / "run")
