@@ -169,8 +169,7 @@ class RoPEAttention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
         qkv = qkv.permute(2, 0, 3, 1, 4)
         q, k = apply_rope_3d(qkv[:2], ids, grid_hw, self.fix_tiling).unbind(0)  # q and k at once
-        x = attend(q, k, qkv[2], attn_mask)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        return attend(q, k, qkv[2], attn_mask, self.proj)
 
 
 class RoPEBlock(Block):

@@ -202,6 +202,7 @@ class VideoVisionTransformer(nn.Module):
             return [self._run_blocks(apply_masks(tokens, m), m, grid[1:]) for m in masks]
         lengths = [m.shape[1] for m in masks]
         seq = torch.cat([apply_masks(tokens, m) for m in masks], dim=1)
+        del tokens  # keep only the gathered tokens alive (peak memory)
         ids = torch.cat(masks, dim=1)
         out = self._run_blocks(seq, ids, grid[1:], Segments(lengths))
         return list(out.split(lengths, dim=1))
