@@ -80,14 +80,15 @@ def test_cli_runs_a_case_without_writing(capsys):
 
 
 def test_adamw_kwargs_and_compile_flag():
-    assert adamw_kwargs("cpu") == {"foreach": True}
+    assert adamw_kwargs("cpu") == {"fused": True}
     assert adamw_kwargs(torch.device("cuda", 0)) == {"fused": True}
+    assert adamw_kwargs("meta") == {"foreach": True}
     net = torch.nn.Linear(2, 2)
     assert maybe_compile(net, False) is net
     assert maybe_compile(net, True) is not net  # compiled lazily, on the first call
 
 
-def test_foreach_adamw_matches_default():
+def test_fused_adamw_matches_default():
     torch.manual_seed(0)
     a = torch.nn.Linear(8, 4)
     b = torch.nn.Linear(8, 4)

@@ -206,11 +206,10 @@ VIDEO_SIZES = {
 
 
 def _optimizer(model) -> torch.optim.Optimizer:
-    from jepa_core.optim import param_groups
+    from jepa_core.optim import adamw_kwargs, param_groups
 
-    fused = model_device(model).type == "cuda"
     return torch.optim.AdamW(param_groups(model.trainable_modules()), lr=1e-4, weight_decay=0.04,
-                             **({"fused": True} if fused else {"foreach": True}))
+                             **adamw_kwargs(model_device(model)))
 
 
 def model_device(model) -> torch.device:
@@ -218,7 +217,7 @@ def model_device(model) -> torch.device:
 
 
 def our_step(model, batch: dict, opt, ctx: Context, momentum: float = 0.996) -> Callable[[], torch.Tensor]:
-    """One training step as the Trainer runs it: forward under autocast, backward, AdamW,
+    """One training step as the Trainer runs it: forward under autocast, backward, fused AdamW,
     EMA (foreach), no host sync."""
     net = torch.compile(model) if ctx.compile else model
 
