@@ -74,9 +74,10 @@ def test_write_report_replaces_its_own_section(tmp_path):
 
 
 def test_cli_runs_a_case_without_writing(capsys):
-    assert bench.main(["--cases", "ema", "--repeats", "1", "--no-write"]) == 0
+    assert bench.main(["--cases", "masks", "--repeats", "1", "--no-write"]) == 0
     out = capsys.readouterr().out
-    assert "EMA update alone" in out and "torch " + torch.__version__ in out
+    assert "I-JEPA multi-block masks" in out and "3-D multi-block masks" in out
+    assert "torch " + torch.__version__ in out and "Command: `jepa bench`" in out
 
 
 def test_adamw_kwargs_and_compile_flag():
@@ -110,3 +111,10 @@ def test_numpy_is_the_cpu_backend_of_first_k():
     m[0, [1, 3]] = True
     m[1, [0, 4]] = True
     assert first_k(m, 2).tolist() == [[1, 3], [0, 4]]
+
+
+def test_jepa_bench_subcommand(capsys):
+    from jepa_core.cli import main
+
+    assert main(["bench", "--cases", "masks", "--repeats", "1", "--no-write"]) == 0
+    assert "| benchmark | ours (median) |" in capsys.readouterr().out
