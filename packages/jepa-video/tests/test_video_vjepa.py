@@ -206,7 +206,7 @@ DEMO = ["data.demo_clips=16", "data.demo_eval_clips=8"]
 
 
 def test_demo_train_and_eval_data(demo_root):
-    cfg = tiny_cfg("vjepa", f"data.root={demo_root}", *DEMO)
+    cfg = tiny_cfg("vjepa", f"data.root={demo_root}", "data.label=direction", *DEMO)  # the preset probes both
     ds, collate = build_train_data(cfg)
     assert len(ds) == 16
     from jepa_core.data import StampedDataset
@@ -246,8 +246,8 @@ def test_pretrain_three_steps_writes_checkpoint(method, demo_root, tmp_path):
         "train.progress=false", "train.log_every=1",
     ]
     if method == "vjepa":  # also the probes on the held-out demo clips (k-NN only, no baselines)
-        overrides += ["eval.protocols=[knn]", "eval.knn_k=[3]", "eval.random_baseline=false", "baseline.image_encoder=null",
-                      "eval.raw_baseline=false", "eval.plots=false"]
+        overrides += ["eval.protocols=[knn]", "eval.knn_k=[3]", "eval.random_baseline=false",
+                      "eval.raw_baseline=false", "eval.plots=false", "baseline.image_encoder=null"]
     else:
         overrides += ["eval.enabled=false"]
     summary = pretrain(method, overrides=overrides, run_dir=tmp_path / "run")

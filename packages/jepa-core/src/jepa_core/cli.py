@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--pred-num-heads", type=int, help="predictor heads (needed for non-official widths)")
     cv.add_argument("--img-size", type=int, help="resolution, for files that do not store it (RoPE)")
     cv.add_argument("--num-frames", type=int, help="clip length, for files that do not store it (RoPE)")
+    bn = sub.add_parser("bench", help="speed and memory benchmarks (optionally against official checkouts)")
+    from jepa_core.bench import add_arguments as _bench_arguments
+
+    _bench_arguments(bn)
     return p
 
 
@@ -133,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                            **{k: v for k, v in hints.items() if v})
             print(info.summary())
             print(f"wrote {args.output} ({args.to})")
+        elif args.command == "bench":
+            from jepa_core import bench
+
+            bench.write_report(args, bench.run(args, "jepa bench"))
     except (ConfigError, FileNotFoundError, CheckpointError) as e:
         print(f"jepa: error: {e}", file=sys.stderr)
         return 2

@@ -81,6 +81,7 @@ class TrainConfig:
     max_nonfinite: int = 100  # skip: stop when more steps than this were skipped in total
     max_nonfinite_consecutive: int = 5  # skip: stop when more than this were skipped in a row
     inject_nan_steps: tuple[int, ...] = ()  # testing: the loss is made NaN at these (1-based) steps
+    compile: bool = False  # torch.compile the training forward (jepa_core.optim.maybe_compile)
 
     def __post_init__(self) -> None:
         if self.keep_checkpoints is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -23,3 +24,23 @@ def param_groups(modules: dict[str, nn.Module]) -> list[dict]:
         decayed.append({"name": f"{name}.decay", "params": decay})
         not_decayed.append({"name": f"{name}.no_decay", "params": no_decay, "WD_exclude": True, "weight_decay": 0.0})
     return [g for g in decayed + not_decayed if g["params"]]
+
+
+def adamw_kwargs(device) -> dict:
+    """AdamW's fastest implementation for ``device``: ``fused`` on CUDA and CPU (one kernel over
+    all parameters; on CPU about 3x faster than ``foreach`` for a ViT-Tiny), ``foreach``
+    elsewhere. torch's default on CPU is a loop over parameters. Same update as the default
+    implementation up to float rounding."""
+    return {"fused": True} if torch.device(device).type in ("cuda", "cpu") else {"foreach": True}
+
+
+def maybe_compile(net: nn.Module, enabled: bool) -> nn.Module:
+    """``torch.compile(net)`` when ``enabled`` (``train.compile``), else ``net``.
+
+    Only the forward that the trainer calls is compiled; parameters, state dicts and the EMA
+    target stay those of the wrapped module (call ``update_target`` etc. on the original).
+    Mask lengths change from batch to batch, so shapes are marked dynamic after the first
+    recompile (torch's default)."""
+    if not enabled:
+        return net
+    return torch.compile(net)

@@ -37,7 +37,7 @@ from jepa_core.distributed import (
     resolve_strategy,
 )
 from jepa_core.method import JEPAMethod
-from jepa_core.optim import param_groups
+from jepa_core.optim import adamw_kwargs, maybe_compile, param_groups
 from jepa_core.schedules import (
     CosineWD,
     LinearDecay,
@@ -149,12 +149,13 @@ class Trainer:
             log.info("strategy %s over %d processes", self.strategy, self.dist.world_size)
         elif tc.strategy != "auto":
             log.info("train.strategy=%s applies under torchrun; this is a single process", tc.strategy)
+        self.net = maybe_compile(self.net, tc.compile)
         accum = max(1, oc.grad_accum)
         self.global_batch = self.batch_size * self.dist.world_size * accum
         lr_scale = self.global_batch / oc.lr_scale_batch if oc.lr_scale_batch else 1.0
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model.trainable_modules()), lr=oc.start_lr * lr_scale, betas=oc.betas,
-            eps=oc.eps, weight_decay=oc.weight_decay,
+            eps=oc.eps, weight_decay=oc.weight_decay, **adamw_kwargs(self.device),
         )
         probe = StepBatchSampler(len(self.dataset), self.batch_size, 1, tc.seed, self.dist.rank, self.dist.world_size)
         loader_ipe = probe.steps_per_epoch // accum

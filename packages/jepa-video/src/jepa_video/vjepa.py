@@ -293,6 +293,7 @@ class VJEPA(JEPAMethod):
         with torch.no_grad():
             h = normalize_targets(self.target_encoder(clips))
             targets = [apply_masks(h, m) for m in masks_pred]
+            del h  # the full-clip features are not needed past this point (peak memory)
         # Context: the encoder sees only each configuration's visible tokens.
         if self.packed_context:
             contexts = self.encoder.forward_multi(clips, masks_enc)

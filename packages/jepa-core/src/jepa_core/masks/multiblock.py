@@ -29,10 +29,14 @@ tensor operations (the distribution is the same; the random stream is not).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from numpy.lib.stride_tricks import as_strided
 
 TRIES_PER_LEVEL = 20  # official `timeout` before a target complement is dropped
 
@@ -99,39 +103,62 @@ class MultiBlockMaskGenerator:
             h, w = min(h, self.H - 1), min(w, self.W - 1)
         return max(h, 1), max(w, 1)
 
-    def _blocks(self, shape: tuple[int, ...], h: int, w: int, g: torch.Generator) -> torch.Tensor:
-        """Boolean blocks of size h x w at random positions: ``[*shape, H, W]``."""
+    def _positions(self, shape: tuple[int, ...], h: int, w: int, g: torch.Generator):
+        """Random top-left corners of h x w blocks (official bounds unless fix_position_bound)."""
         extra = 1 if self.cfg.fix_position_bound else 0
         top = torch.randint(0, max(self.H - h + extra, 1), shape, generator=g)
         left = torch.randint(0, max(self.W - w + extra, 1), shape, generator=g)
-        rows = torch.arange(self.H)
-        cols = torch.arange(self.W)
-        in_rows = (rows >= top[..., None]) & (rows < (top + h)[..., None])
-        in_cols = (cols >= left[..., None]) & (cols < (left + w)[..., None])
-        return in_rows[..., :, None] & in_cols[..., None, :]
+        return top, left
+
+    def _paint(self, top: torch.Tensor, left: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Boolean blocks of size h x w at (top, left): ``[*top.shape, H, W]``."""
+        return block_masks(top, left, h, w, self.H, self.W).unflatten(-1, (self.H, self.W))
+
+    def _blocks(self, shape: tuple[int, ...], h: int, w: int, g: torch.Generator) -> torch.Tensor:
+        """Boolean blocks of size h x w at random positions: ``[*shape, H, W]``."""
+        return self._paint(*self._positions(shape, h, w, g), h, w)
 
     def _context(self, B: int, h: int, w: int, complements: torch.Tensor | None, g) -> torch.Tensor:
-        """One context mask per sample, ``[B, H, W]``, by the official relax-after-20-tries rule."""
-        out = torch.zeros(B, self.H, self.W, dtype=torch.bool)
-        todo = torch.arange(B)
+        """One context mask per sample, ``[B, H, W]``, by the official relax-after-20-tries rule.
+
+        Vectorised over the batch and the tries: the kept count of every candidate block is a
+        box sum of the allowed region (an integral image), so only the chosen block is painted.
+        The random draws are those of painting every candidate (same stream, same result).
+        """
         n_regions = 0 if complements is None else complements.shape[1]
+        top_out = torch.zeros(B, dtype=torch.long)
+        left_out = torch.zeros(B, dtype=torch.long)
+        allowed_out = torch.ones(B, self.H * self.W, dtype=torch.bool)
+        todo = torch.arange(B)
+        stride = self.W + 1
         for dropped in range(n_regions + 1):
             if len(todo) == 0:
                 break
-            cand = self._blocks((len(todo), TRIES_PER_LEVEL), h, w, g)
+            top, left = self._positions((len(todo), TRIES_PER_LEVEL), h, w, g)
             keep = n_regions - dropped
             if keep > 0:
-                allowed = complements[todo, :keep].all(dim=1)  # [b, H, W]
-                cand = cand & allowed[:, None]
-            valid = cand.flatten(2).sum(-1) > self.min_keep_ctx  # [b, tries]
+                # The region the context may use: outside the first `keep` target blocks.
+                rows = complements if len(todo) == B else complements[todo]
+                allowed = rows[:, :keep].all(dim=1)  # [b, H, W]
+                S = F.pad(allowed.to(torch.int32).cumsum(-2).cumsum(-1), (1, 0, 1, 0)).flatten(1)
+                bottom, right = top + h, left + w
+                count = (S.gather(1, bottom * stride + right) - S.gather(1, top * stride + right)
+                         - S.gather(1, bottom * stride + left) + S.gather(1, top * stride + left))
+                valid = count > self.min_keep_ctx  # [b, tries]
+            else:
+                valid = torch.full(top.shape, h * w > self.min_keep_ctx)
             has = valid.any(dim=1)
             first = valid.to(torch.int8).argmax(dim=1)
             done = todo[has]
-            out[done] = cand[has, first[has]]
+            top_out[done] = top[has, first[has]]
+            left_out[done] = left[has, first[has]]
+            if keep > 0:
+                allowed_out[done] = allowed[has].flatten(1)
             todo = todo[~has]
         # The last level has no constraint, and sample() checked that a bare block keeps more
         # than the minimum, so every row is done by now.
-        return out
+        out = block_masks(top_out, left_out, h, w, self.H, self.W) & allowed_out
+        return out.view(B, self.H, self.W)
 
     def sample(
         self, batch_size: int, generator: torch.Generator
@@ -161,9 +188,66 @@ class _FixedDraw:
 def to_indices(masks: torch.Tensor) -> list[torch.Tensor]:
     """Boolean ``[B, M, N]`` -> M LongTensors ``[B, K]`` of raster-sorted kept indices, truncated
     to the smallest count over the batch and the M masks (keeping the first indices)."""
-    k = int(masks.sum(-1).min())
-    order = torch.argsort((~masks).to(torch.uint8), dim=-1, stable=True)[..., :k]
-    return list(order.unbind(1))
+    B, M, N = masks.shape
+    flat = masks.reshape(B * M, N)
+    counts = flat.sum(-1)
+    k = int(counts.min())
+    return list(first_k(flat, k, counts).view(B, M, k).unbind(1))
+
+
+def first_k(masks, k: int, counts=None) -> torch.Tensor:
+    """Boolean ``[R, N]`` (a tensor, or a numpy array) with at least k True per row ->
+    LongTensor ``[R, k]``: the k smallest True indices of each row, ascending. One flat
+    ``nonzero`` (row-major, so each row's indices come sorted), then the first k of each row as
+    a window starting at the row's offset; no sort. ``counts``: ``masks.sum(-1)``.
+    On CPU the work is numpy's (several times less per-call overhead than torch's for these
+    small arrays; collators run on CPU)."""
+    R, N = masks.shape
+    if isinstance(masks, torch.Tensor) and masks.device.type != "cpu":
+        counts = masks.sum(-1) if counts is None else counts
+        flat = masks.contiguous().view(-1).nonzero().squeeze(1)
+        starts = counts.cumsum(0) - counts
+        rows = torch.arange(R, device=masks.device) * N
+        return flat[starts[:, None] + torch.arange(k, device=masks.device)] - rows[:, None]
+    m = masks.numpy() if isinstance(masks, torch.Tensor) else masks
+    c = m.sum(-1) if counts is None else (counts.numpy() if isinstance(counts, torch.Tensor) else counts)
+    starts = np.cumsum(c) - c
+    flat = np.flatnonzero(m)
+    if k == 0:
+        return torch.zeros(R, 0, dtype=torch.long)
+    # windows of k consecutive entries (a view; as_strided directly: sliding_window_view's
+    # argument checks cost more than the gather here), then a copy of row r = flat[starts[r]:][:k]
+    step = flat.strides[0]
+    out = as_strided(flat, shape=(len(flat) - k + 1, k), strides=(step, step), writeable=False)[starts]
+    out -= (np.arange(R) * N)[:, None]
+    return torch.from_numpy(out.astype(np.int64, copy=False))
+
+
+@functools.lru_cache(maxsize=64)
+def _block_table(n_h: int, n_w: int, h: int, w: int) -> torch.Tensor | None:
+    """``table[top, left]`` = the flattened ``n_h x n_w`` mask of the h x w block at (top, left),
+    for every position that fits; None when the table would be large (then blocks are painted)."""
+    rows, cols = n_h - h + 1, n_w - w + 1
+    if rows * cols * n_h * n_w > 1 << 22:
+        return None
+    return _paint_blocks(torch.arange(rows)[:, None].expand(rows, cols), torch.arange(cols)[None].expand(rows, cols),
+                         h, w, n_h, n_w)
+
+
+def _paint_blocks(top, left, h: int, w: int, n_h: int, n_w: int) -> torch.Tensor:
+    r, c = torch.arange(n_h), torch.arange(n_w)
+    in_rows = (r >= top[..., None]) & (r < (top + h)[..., None])
+    in_cols = (c >= left[..., None]) & (c < (left + w)[..., None])
+    return (in_rows[..., :, None] & in_cols[..., None, :]).flatten(-2)
+
+
+def block_masks(top: torch.Tensor, left: torch.Tensor, h: int, w: int, n_h: int, n_w: int) -> torch.Tensor:
+    """Flattened boolean masks ``[*top.shape, n_h * n_w]`` of h x w blocks at (top, left)
+    (blocks must fit): one lookup in a cached table of all positions."""
+    table = _block_table(n_h, n_w, h, w)
+    if table is None:
+        return _paint_blocks(top, left, h, w, n_h, n_w)
+    return table[top, left]
 
 
 class MultiBlockMaskCollator:

@@ -32,10 +32,25 @@ Differences from the official code (the distribution of one configuration is the
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from jepa_core.masks.multiblock import block_masks, first_k
+
+__all__ = ["MultiBlock3DMaskCollator", "MultiBlock3DMaskConfig", "MultiBlock3DMaskGenerator", "VJEPA_MASK_CONFIGS",
+           "first_k"]
+
+
+@functools.lru_cache(maxsize=64)
+def _span_table(n: int, length: int) -> torch.Tensor:
+    """``table[start]`` = boolean ``[n]``, True on ``start .. start + length - 1``."""
+    r = torch.arange(n)
+    lo = torch.arange(n - length + 1)[:, None]
+    return (r >= lo) & (r < lo + length)
 
 MAX_RESAMPLE = 1000  # rounds of redrawing samples with an empty context before giving up
 
@@ -63,10 +78,6 @@ VJEPA_MASK_CONFIGS: tuple[MultiBlock3DMaskConfig, ...] = (
     MultiBlock3DMaskConfig(spatial_scale=(0.7, 0.7), num_blocks=2),
 )
 
-
-def first_k(masks: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean ``[B, N]`` -> LongTensor ``[B, k]``: the k smallest kept indices of each row."""
-    return torch.argsort((~masks).to(torch.uint8), dim=-1, stable=True)[:, :k]
 
 
 class MultiBlock3DMaskGenerator:
@@ -97,36 +108,47 @@ class MultiBlock3DMaskGenerator:
 
     def union_of_blocks(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator) -> torch.Tensor:
         """Boolean ``[B, T, H, W]``: True where some block (or the time cut) masks the token."""
+        union = self._union(batch_size, size, g)
+        return torch.from_numpy(union).view(batch_size, self.T, self.H, self.W)
+
+    def _union(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator) -> np.ndarray:
+        """:meth:`union_of_blocks` flattened to ``[B, N]``, as a numpy array: past the random
+        draws (torch, seeded) the work is a handful of tiny array ops, for which numpy's
+        per-call overhead is several times lower than torch's."""
         t, h, w = size
         shape = (batch_size, self.cfg.num_blocks)
         top = torch.randint(0, self.H - h + 1, shape, generator=g)  # inclusive upper bounds
         left = torch.randint(0, self.W - w + 1, shape, generator=g)
         start = torch.randint(0, self.T - t + 1, shape, generator=g)
-
-        def span(lo, n, length):
-            r = torch.arange(n)
-            return (r >= lo[..., None]) & (r < (lo + length)[..., None])  # [B, nb, n]
-
-        in_t, in_h, in_w = span(start, self.T, t), span(top, self.H, h), span(left, self.W, w)
-        blocks = in_t[..., :, None, None] & in_h[..., None, :, None] & in_w[..., None, None, :]
-        union = blocks.any(dim=1)
+        hw = block_masks(top, left, h, w, self.H, self.W).numpy()  # [B, nb, H*W]
+        if t == self.T:  # tubes over the whole clip (every released config): one spatial union
+            union = np.tile(hw.any(1), (1, self.T))
+        else:  # union over blocks of in_t x hw, as 0/1 float products (exact)
+            in_t = _span_table(self.T, t)[start].numpy()  # [B, nb, T]
+            union = np.einsum("bnt,bnk->btk", in_t.astype(np.float32), hw.astype(np.float32)) > 0
+            union = union.reshape(batch_size, -1)
         if self.max_context_duration < self.T:
-            union[:, self.max_context_duration :] = True
+            union[:, self.max_context_duration * self.H * self.W :] = True
         return union
 
     def sample_union(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator) -> torch.Tensor:
         """Union masks ``[B, N]``, redrawing (vectorised over the bad rows) any empty context."""
+        return self._union_and_counts(batch_size, size, g)[0]
+
+    def _union_and_counts(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator,
+                          numpy: bool = False):
         t, h, w = size
         if h * w == 0:
             raise ValueError(f"mask config {self.cfg} gives empty {h}x{w} blocks on a {self.H}x{self.W} grid")
         if (t, h, w) == (self.T, self.H, self.W) or self.max_context_duration == 0:
             raise ValueError(f"mask config {self.cfg} masks every token: the context would always be empty")
-        union = self.union_of_blocks(batch_size, size, g).flatten(1)
+        union = self._union(batch_size, size, g)
         for _ in range(MAX_RESAMPLE):
-            bad = union.all(dim=1)
+            counts = union.sum(1)
+            bad = counts == union.shape[1]
             if not bad.any():
-                return union
-            union[bad] = self.union_of_blocks(int(bad.sum()), size, g).flatten(1)
+                return (union, counts) if numpy else (torch.from_numpy(union), torch.from_numpy(counts))
+            union[bad] = self._union(int(bad.sum()), size, g)
         raise RuntimeError(f"mask config {self.cfg}: context still empty after {MAX_RESAMPLE} redraws")
 
     def sample(
@@ -135,13 +157,12 @@ class MultiBlock3DMaskGenerator:
         """``(mask_enc [B, Kc], mask_pred [B, Kp])``: sizes from ``generator``, positions from
         ``position_generator`` (default: the same generator)."""
         size = self.block_size(generator)
-        union = self.sample_union(batch_size, size, position_generator or generator)
-        context = ~union
-        k_ctx = int(context.sum(1).min())
+        union, n_tgt = self._union_and_counts(batch_size, size, position_generator or generator, numpy=True)
+        n_ctx = union.shape[1] - n_tgt
+        k_tgt, k_ctx = int(n_tgt.min()), int(n_ctx.min())
         if self.cfg.max_keep is not None:
             k_ctx = min(k_ctx, self.cfg.max_keep)
-        k_tgt = int(union.sum(1).min())
-        return first_k(context, k_ctx), first_k(union, k_tgt)
+        return first_k(~union, k_ctx, n_ctx), first_k(union, k_tgt, n_tgt)
 
 
 class MultiBlock3DMaskCollator:

@@ -24,10 +24,9 @@ Reference C.1 (vjepa2:src/models/utils/modules.py ``RoPEAttention``, ``rotate_qu
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from jepa_core.nn.vit import Block
+from jepa_core.nn.vit import Block, attend
 
 
 def rope_axis_dim(head_dim: int) -> int:
@@ -86,9 +85,48 @@ def rope_3d_tables(
     return torch.cat([c for c, _ in cs], dim=-1), torch.cat([s for _, s in cs], dim=-1)
 
 
+class RoPETables:
+    """The cos/sin tables of one set of token indices, computed on first use per (head_dim,
+    dtype) and then shared by every block (and by q and k) of a forward pass: the official code
+    recomputes them in each attention call, i.e. ``2 * depth`` times per pass. Pass one in place
+    of ``ids`` to :class:`RoPEBlock` / :class:`RoPEAttention`; the tables are those
+    :func:`rope_3d_tables` gives, so results are bitwise the same."""
+
+    def __init__(self, ids: torch.Tensor, grid_hw: tuple[int, int], fix_tiling: bool = False):
+        self.ids, self.grid_hw, self.fix_tiling = ids, grid_hw, fix_tiling
+        self._cache: dict[tuple[int, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, head_dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, signed sin)`` over all ``head_dim`` channels, ready for :func:`rotate_full`:
+        the pass-through channels ``3S..Dh`` get cos 1 and sin 0, and the sign of ``rot``
+        is folded into sin (even channels negated)."""
+        key = (head_dim, dtype)
+        if key not in self._cache:
+            cos, sin = rope_3d_tables(self.ids, self.grid_hw, head_dim, dtype, self.fix_tiling)
+            rest = head_dim - cos.shape[-1]
+            if rest:
+                cos = torch.cat([cos, cos.new_ones(*cos.shape[:-1], rest)], -1)
+                sin = torch.cat([sin, sin.new_zeros(*sin.shape[:-1], rest)], -1)
+            sign = torch.ones(head_dim, dtype=dtype, device=sin.device)
+            sign[0::2] = -1
+            sin = sin * sign
+            if self.ids.ndim == 2:  # [B, N, Dh] -> [B, 1, N, Dh], shared over heads
+                cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+            self._cache[key] = (cos, sin)
+        return self._cache[key]
+
+
+def rotate_full(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """:func:`rotate_pairs` over all channels with the tables of :meth:`RoPETables.get`: the
+    adjacent pairs are swapped (one interleaving copy), the signs live in ``signed_sin``, and
+    the pass-through channels come out as ``x * 1 + y * 0 = x``: no negation, slicing or concat."""
+    swapped = torch.stack((x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
+    return x * cos + swapped * signed_sin
+
+
 def apply_rope_3d(
     x: torch.Tensor,
-    ids: torch.Tensor,
+    ids: torch.Tensor | RoPETables,
     grid_hw: tuple[int, int],
     fix_tiling: bool = False,
 ) -> torch.Tensor:
@@ -97,15 +135,8 @@ def apply_rope_3d(
     ``ids``: ``[N]`` (same positions for every row) or ``[B, N]``. Channels ``3S..Dh`` pass through.
     Since S is even, no rotation pair straddles two axis blocks, so all three are rotated at once.
     """
-    Dh = x.shape[-1]
-    S3 = 3 * rope_axis_dim(Dh)
-    cos, sin = rope_3d_tables(ids, grid_hw, Dh, x.dtype, fix_tiling)
-    if ids.ndim == 2:  # [B, N, 3S] -> [B, 1, N, 3S], shared over heads
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    rotated = rotate_pairs(x[..., :S3], cos, sin)
-    if S3 == Dh:
-        return rotated
-    return torch.cat([rotated, x[..., S3:]], dim=-1)
+    tables = ids if isinstance(ids, RoPETables) else RoPETables(ids, grid_hw, fix_tiling)
+    return rotate_full(x, *tables.get(x.shape[-1], x.dtype))
 
 
 class RoPEAttention(nn.Module):
@@ -113,8 +144,8 @@ class RoPEAttention(nn.Module):
     :class:`jepa_core.nn.vit.Attention` (vjepa2:src/models/utils/modules.py ``RoPEAttention``).
 
     ``forward(x, ids, grid_hw, attn_mask=None)``: ``ids`` are the token indices on the full
-    ``(T', H', W')`` grid (``[N]`` or ``[B, N]``); ``grid_hw = (H', W')``. SDPA, default scale
-    ``Dh ** -0.5``.
+    ``(T', H', W')`` grid (``[N]`` or ``[B, N]``), or a :class:`RoPETables` of them shared
+    across blocks; ``grid_hw = (H', W')``. SDPA, default scale ``Dh ** -0.5``.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, fix_tiling: bool = False):
@@ -136,11 +167,9 @@ class RoPEAttention(nn.Module):
     ) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        q = apply_rope_3d(q, ids, grid_hw, self.fix_tiling)
-        k = apply_rope_3d(k, ids, grid_hw, self.fix_tiling)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        qkv = qkv.permute(2, 0, 3, 1, 4)
+        q, k = apply_rope_3d(qkv[:2], ids, grid_hw, self.fix_tiling).unbind(0)  # q and k at once
+        return attend(q, k, qkv[2], attn_mask, self.proj)
 
 
 class RoPEBlock(Block):

@@ -24,8 +24,15 @@ from torch import nn
 
 from jepa_core.masks.ops import apply_masks
 from jepa_core.nn.pos_embed import sincos_3d
-from jepa_core.nn.rope import RoPEBlock
-from jepa_core.nn.vit import VIT_SIZES, Block, LayerNorm, rescale_blocks_, trunc_normal_init_
+from jepa_core.nn.rope import RoPEBlock, RoPETables
+from jepa_core.nn.vit import (
+    VIT_SIZES,
+    Block,
+    LayerNorm,
+    Segments,
+    rescale_blocks_,
+    trunc_normal_init_,
+)
 
 
 class PatchEmbed3D(nn.Module):
@@ -147,6 +154,8 @@ class VideoVisionTransformer(nn.Module):
 
     def _run_blocks(self, x, ids, grid_hw, attn_mask=None, return_layers=None):
         outs = []
+        if self.use_rope:  # one set of RoPE tables for all blocks
+            ids = RoPETables(ids, grid_hw, self.blocks[0].attn.fix_tiling)
         for i, blk in enumerate(self.blocks):
             x = blk(x, ids, grid_hw, attn_mask) if self.use_rope else blk(x, attn_mask)
             if return_layers is not None and i in return_layers:
@@ -179,10 +188,12 @@ class VideoVisionTransformer(nn.Module):
         The official ``MultiMaskWrapper`` runs the whole encoder once per mask configuration
         (reference B.1, B.7). Here the patch embedding is always shared, and with
         ``packed=True`` the kept tokens of all configurations are concatenated along the token
-        axis of each sample and attend under a block-diagonal mask, so one pass serves all
-        configurations with no padding. Attention never crosses configurations and every other
-        op is per token, so the result equals separate passes (up to float summation order);
-        ``packed=False`` runs the blocks once per mask.
+        axis of each sample, so one pass serves all configurations with no padding: every
+        per-token op (LayerNorm, qkv, proj, MLP) runs once over all of them, and attention runs
+        per configuration (:class:`jepa_core.nn.vit.Segments`; a block-diagonal mask would
+        spend the FLOPs of the masked-out pairs and rule out the flash kernels). The result
+        equals separate passes (up to float summation order); ``packed=False`` runs the blocks
+        once per mask.
         """
         grid = self.token_grid(x)
         tokens = self.embed(x)
@@ -191,9 +202,9 @@ class VideoVisionTransformer(nn.Module):
             return [self._run_blocks(apply_masks(tokens, m), m, grid[1:]) for m in masks]
         lengths = [m.shape[1] for m in masks]
         seq = torch.cat([apply_masks(tokens, m) for m in masks], dim=1)
+        del tokens  # keep only the gathered tokens alive (peak memory)
         ids = torch.cat(masks, dim=1)
-        attn_mask = block_diagonal_mask(lengths, device=x.device)
-        out = self._run_blocks(seq, ids, grid[1:], attn_mask)
+        out = self._run_blocks(seq, ids, grid[1:], Segments(lengths))
         return list(out.split(lengths, dim=1))
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from jepa_core.masks.ops import apply_masks
 from jepa_core.nn.pos_embed import sincos_3d
-from jepa_core.nn.rope import RoPEBlock
+from jepa_core.nn.rope import RoPEBlock, RoPETables
 from jepa_core.nn.video import VIDEO_VIT_SIZES, _pair
 from jepa_core.nn.vit import (
     Block,
@@ -188,8 +188,9 @@ class VJEPA2Predictor(_VideoPredictorBase):
             order = torch.argsort(ids, dim=1)
             ids = torch.gather(ids, 1, order)
             x = torch.gather(x, 1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        tables = RoPETables(ids, self.grid[1:], self.predictor_blocks[0].attn.fix_tiling)  # shared by all blocks
         for blk in self.predictor_blocks:
-            x = blk(x, ids, self.grid[1:])
+            x = blk(x, tables, self.grid[1:])
         x = self.predictor_norm(x)
         if self.sort_tokens:
             # The targets sit at sorted slots inverse[:, n_ctx:]; gather them back in mask order.

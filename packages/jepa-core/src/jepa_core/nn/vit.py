@@ -63,6 +63,29 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+class Segments(tuple):
+    """Token-axis segment lengths that stand in for a block-diagonal attention mask: tokens
+    attend only within their segment. Passed as ``attn_mask``, attention runs once per segment
+    (no masked-out FLOPs, kernels without mask support stay usable), while every per-token op
+    of the block (LayerNorm, qkv, proj, MLP) runs once over all segments."""
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask, proj: nn.Module) -> torch.Tensor:
+    """``proj`` of ``F.scaled_dot_product_attention`` over ``[B, heads, N, Dh]``, as ``[B, N, C]``.
+
+    With :class:`Segments` for ``attn_mask``, attention *and* ``proj`` run per segment and the
+    projected parts are concatenated: ``proj`` then reads each attention output through a view
+    (as in one unsegmented pass), so no concatenated copy of it is kept for the backward pass.
+    """
+    B, H, N, Dh = q.shape
+    if isinstance(attn_mask, Segments):
+        parts = zip(q.split(attn_mask, 2), k.split(attn_mask, 2), v.split(attn_mask, 2))
+        outs = [F.scaled_dot_product_attention(a, b, c) for a, b, c in parts]
+        return torch.cat([proj(o.transpose(1, 2).reshape(B, o.shape[2], H * Dh)) for o in outs], dim=1)
+    x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    return proj(x.transpose(1, 2).reshape(B, N, H * Dh))
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with one fused ``qkv`` Linear (rows Q, K, V; heads contiguous)."""
 
@@ -78,8 +101,7 @@ class Attention(nn.Module):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        return attend(q, k, v, attn_mask, self.proj)
 
 
 class Mlp(nn.Module):
