@@ -206,7 +206,7 @@ DEMO = ["data.demo_clips=16", "data.demo_eval_clips=8"]
 
 
 def test_demo_train_and_eval_data(demo_root):
-    cfg = tiny_cfg("vjepa", f"data.root={demo_root}", "data.label=direction", *DEMO)  # the preset probes both
+    cfg = tiny_cfg("vjepa", f"data.root={demo_root}", *DEMO)
     ds, collate = build_train_data(cfg)
     assert len(ds) == 16
     from jepa_core.data import StampedDataset
