@@ -177,19 +177,11 @@ def submit_pretrain(
     requeued job finds its checkpoints; submitit's logs and pickles go to ``<run>/submitit``.
     """
     from jepa_core import registry
-    from jepa_core.run import _default_run_dir, _newest_run, pretrain
+    from jepa_core.run import pretrain, resolve_run_dir
 
     spec = registry.get_method(method)
     cfg = spec.load_config(preset, config_file, overrides)  # fail here, not on the cluster
-    if run_dir is None:
-        run_dir = cfg.train.run_dir
-    if run_dir is None and resume:
-        run_dir = _newest_run(cfg.method, cfg.preset)
-        if run_dir is None:
-            raise ConfigError(f"--resume: no earlier run of {cfg.method}-{cfg.preset} under runs/; give --run-dir")
-    run_dir = Path(run_dir) if run_dir is not None else _default_run_dir(cfg)
-    if not resume and _has_checkpoint(run_dir):
-        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue it, or another --run-dir")
+    run_dir = resolve_run_dir(cfg, run_dir, resume)
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     executor = make_executor(run_dir / "submitit", options, cluster)

@@ -35,6 +35,22 @@ def _newest_run(method: str, preset: str, root: Path = Path("runs")) -> Path | N
     return runs[-1] if runs else None
 
 
+def resolve_run_dir(cfg, run_dir: str | Path | None, resume: bool) -> Path:
+    """The run folder: ``run_dir``, else ``train.run_dir``, else (``resume``) the newest run of
+    this method and preset under runs/, else a new ``runs/<method>-<preset>-<time>``. A folder
+    that already holds checkpoints needs ``resume``."""
+    if run_dir is None:
+        run_dir = cfg.train.run_dir
+    if run_dir is None and resume:
+        run_dir = _newest_run(cfg.method, cfg.preset)
+        if run_dir is None:
+            raise ConfigError(f"--resume: no earlier run of {cfg.method}-{cfg.preset} under runs/; give --run-dir")
+    run_dir = Path(run_dir) if run_dir is not None else _default_run_dir(cfg)
+    if not resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue it, or another --run-dir")
+    return run_dir
+
+
 def pretrain(
     method: str,
     preset: str | None = None,
@@ -46,15 +62,7 @@ def pretrain(
     """Run a method's pretraining end to end and return a summary (also written to report.md)."""
     spec = registry.get_method(method)
     cfg = spec.load_config(preset, config_file, overrides)
-    if run_dir is None:
-        run_dir = cfg.train.run_dir
-    if run_dir is None and resume:
-        run_dir = _newest_run(cfg.method, cfg.preset)
-        if run_dir is None:
-            raise ConfigError(f"--resume: no earlier run of {cfg.method}-{cfg.preset} under runs/; give --run-dir")
-    run_dir = Path(run_dir) if run_dir is not None else _default_run_dir(cfg)
-    if not resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue it, or another --run-dir")
+    run_dir = resolve_run_dir(cfg, run_dir, resume)
 
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device)
