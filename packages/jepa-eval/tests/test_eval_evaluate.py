@@ -153,3 +153,35 @@ def test_attentive_protocol_extracts_each_split_once_and_pools_the_same_tokens()
     # mean of the cached tokens = the features the linear probe sees without the cache
     assert with_att["results"]["e"]["linear_probe"] == lin_only["results"]["e"]["linear_probe"]
     assert "attentive_probe" in with_att["results"]["e"]
+
+
+def test_tasks_probe_each_labeling_of_one_feature_pass(tmp_path):
+    """Two labelings of the same samples: identity (equal to no tasks) and label // 2 (2 classes);
+    the encoder runs once; each task has its own results and files."""
+    train, test = _tiny_images(20, seed=1), _tiny_images(10, seed=2)
+    calls = []
+
+    class Counting(RowTokens):
+        def forward(self, x):
+            calls.append(len(x))
+            return super().forward(x)
+
+    cfg = EvalConfig(batch_size=32, knn_k=(1,), random_baseline=False, raw_baseline=False, plots=False,
+                     protocols=("linear", "knn", "attentive"), attentive_epochs=1, attentive_lrs=(1e-3,),
+                     attentive_wds=(0.01,), attentive_depth=1)
+    torch.manual_seed(0)
+    enc = Counting()
+    plain = evaluate_encoders({"e": enc}, train, test, cfg)
+    calls.clear()
+    out = evaluate_encoders({"e": enc}, train, test, cfg, out_dir=tmp_path,
+                            tasks={"same": lambda y: y, "pairs": lambda y: y // 2})
+    assert sum(calls) == len(train) + len(test)  # one pass over each split for both tasks
+    assert list(out["results"]) == ["same", "pairs"]
+    same, pairs = out["results"]["same"]["e"], out["results"]["pairs"]["e"]
+    for key in ("linear_probe", "knn", "attentive_probe"):
+        assert same[key] == plain["results"]["e"][key]
+    assert pairs["linear_probe"] > 75.0  # 2 classes (chance 50 %) of an easy set: the relabeling is used
+    assert "### same" in out["markdown"] and "### pairs" in out["markdown"]
+    for sub in ("same", "pairs"):
+        assert (tmp_path / sub / "results.json").is_file()
+    assert (tmp_path / "results.json").is_file()
