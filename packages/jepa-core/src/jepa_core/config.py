@@ -103,7 +103,9 @@ class EvalConfig:
     attentive_form: Literal["vjepa", "vjepa2"] = "vjepa2"
     attentive_depth: int | None = None  # None: 1 (V-JEPA) or 4 (V-JEPA 2)
     attentive_epochs: int = 20
-    attentive_batch_size: int = 64  # small labeled sets need small batches to get enough steps
+    # Official: 4 per GPU x 64 GPUs = 256 (jepa:configs/evals, reference B.5); small labeled sets
+    # need small batches to give the probe enough steps (the video demo uses 16).
+    attentive_batch_size: int = 64
     attentive_lrs: tuple[float, ...] = (5e-3, 3e-3, 1e-3, 3e-4, 1e-4)
     attentive_wds: tuple[float, ...] = (0.01, 0.1, 0.4, 0.8)
     lowshot_fractions: tuple[float, ...] = (0.01, 0.1)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -558,16 +558,10 @@ VJEPA_SPEC = MethodSpec(
     eval_baselines=frame_baseline,
 )
 
-VJEPA2_SPEC = MethodSpec(
+# The same pipeline; only the config class (defaults) differs.
+VJEPA2_SPEC = replace(
+    VJEPA_SPEC,
     name="vjepa2",
     config_cls=VJEPA2Config,
-    build_model=build_model,
-    build_train_data=build_train_data,
-    build_eval_data=build_eval_data,
-    presets_package="jepa_video",
-    default_preset="demo",
     description="V-JEPA 2: V-JEPA with 3-D RoPE, constant LR/WD/EMA and a cooldown (Assran et al. 2025)",
-    on_run_start=on_run_start,
-    eval_tasks=eval_tasks,
-    eval_baselines=frame_baseline,
 )
