@@ -111,3 +111,27 @@ def test_ema_update_moves_target_towards_encoder():
         else:
             assert not torch.equal(a, b), name
             assert torch.allclose(p, 0.9 * a + 0.1 * b, atol=1e-6), name
+
+
+def test_activation_checkpointing_same_loss_and_grads_and_names():
+    cfg, model, batch = _setup(2)
+    model.train()
+    loss = model(batch)["loss"]
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    names = set(model.state_dict())
+    cfg2 = SPEC.load_config("demo", overrides=TINY + ["mask.num_enc_masks=2", "model.activation_checkpointing=true"])
+    ckpt = build_model(cfg2)
+    ckpt.load_state_dict(model.state_dict())
+    assert set(ckpt.state_dict()) == names  # checkpointing renames nothing
+    assert all(getattr(b, "_jepa_checkpointed", False) for b in ckpt.encoder.blocks)
+    assert all(getattr(b, "_jepa_checkpointed", False) for b in ckpt.predictor.predictor_blocks)
+    assert not any(getattr(b, "_jepa_checkpointed", False) for b in ckpt.target_encoder.module.blocks)
+    ckpt.train()
+    loss2 = ckpt(batch)["loss"]
+    loss2.backward()
+    torch.testing.assert_close(loss2, loss)
+    grads2 = {n: p.grad for n, p in ckpt.named_parameters() if p.grad is not None}
+    assert grads2.keys() == grads.keys() and len(grads) > 10
+    for n, g in grads.items():
+        torch.testing.assert_close(grads2[n], g, rtol=1e-5, atol=1e-7, msg=n)

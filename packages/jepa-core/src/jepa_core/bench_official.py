@@ -150,13 +150,19 @@ def _load(module: torch.nn.Module, sd: dict, what: str) -> None:
 class OfficialStep:
     """Their step on the same batch; ``loss()`` (no grad) for the equality check."""
 
-    def __init__(self, encoder, predictor, forward_loss, ctx, ema_foreach: bool, loggers=()):
+    def __init__(self, encoder, predictor, forward_loss, ctx, ema_foreach: bool, loggers=(), unscale: bool = False):
         self.encoder, self.predictor = encoder, predictor
         self.target = copy.deepcopy(encoder)
         for p in self.target.parameters():
             p.requires_grad_(False)
         self.forward_loss, self.ctx, self.ema_foreach, self.loggers = forward_loss, ctx, ema_foreach, loggers
         self.opt = torch.optim.AdamW(_param_groups(encoder, predictor), lr=1e-4, weight_decay=0.04)
+        # Their train.py scales the loss under mixed precision on CUDA, bf16 included
+        # (ijepa:src/helper.py init_opt, jepa and vjepa2:app/vjepa/utils.py init_opt); V-JEPA and
+        # V-JEPA 2 also unscale before the (optional) clipping. The scaler's step reads found_inf
+        # on the host: one sync per step, part of their step as written.
+        self.scaler = torch.amp.GradScaler("cuda") if ctx.device.type == "cuda" and ctx.dtype is not None else None
+        self.unscale = unscale
 
     def _autocast(self):
         c = self.ctx
@@ -169,8 +175,15 @@ class OfficialStep:
     def step(self, as_train_py: bool = False):
         with self._autocast():
             loss = self.forward_loss(self.encoder, self.predictor, self.target)
-        loss.backward()
-        self.opt.step()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if self.unscale:
+                self.scaler.unscale_(self.opt)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
         if as_train_py:
             for log in self.loggers:
                 log(self)
@@ -290,10 +303,10 @@ def video_step_builder(key: str, path):
             return loss / n
 
         if v2:
-            return OfficialStep(encoder, predictor, forward_loss_v2, ctx, ema_foreach=True)
+            return OfficialStep(encoder, predictor, forward_loss_v2, ctx, ema_foreach=True, unscale=True)
         loggers = [lambda s: grad_logger(s.encoder.named_parameters()),
                    lambda s: grad_logger(s.predictor.named_parameters()),
                    lambda s: adamw_logger(s.opt)]
-        return OfficialStep(encoder, predictor, forward_loss_v1, ctx, ema_foreach=False, loggers=loggers)
+        return OfficialStep(encoder, predictor, forward_loss_v1, ctx, ema_foreach=False, loggers=loggers, unscale=True)
 
     return build

@@ -22,6 +22,7 @@ from jepa_core.nn import (
     VIT_SIZES,
     VisionTransformer,
     VisionTransformerPredictor,
+    enable_activation_checkpointing,
     repeat_interleave_batch,
 )
 from jepa_core.registry import MethodSpec
@@ -60,6 +61,10 @@ class IJEPAModelConfig:
     pred_num_heads: int | None = None  # None: the encoder's head count, as the official helper
     drop_path_rate: float = 0.0
     loss: Literal["smooth_l1", "l2", "l1"] = "smooth_l1"
+    activation_checkpointing: bool = False
+    """Recompute the encoder's and predictor's block activations in the backward pass
+    (``jepa_core.nn.enable_activation_checkpointing``): less memory, about one more forward of
+    compute. Not in the official I-JEPA code (its default, off, is kept); same gradients."""
 
 
 @dataclass
@@ -75,12 +80,16 @@ class IJEPAConfig(BaseConfig):
 
 
 class IJEPA(JEPAMethod):
-    def __init__(self, encoder: VisionTransformer, predictor: VisionTransformerPredictor, loss: str = "smooth_l1"):
+    def __init__(self, encoder: VisionTransformer, predictor: VisionTransformerPredictor, loss: str = "smooth_l1",
+                 activation_checkpointing: bool = False):
         super().__init__()
         self.encoder = encoder
         self.predictor = predictor
-        self.target_encoder = EMATarget(encoder)
+        self.target_encoder = EMATarget(encoder)  # before checkpointing: the target needs none
         self.loss_fn = get_loss(loss)
+        if activation_checkpointing:
+            enable_activation_checkpointing(self.encoder.blocks)
+            enable_activation_checkpointing(self.predictor.predictor_blocks)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         images, masks_enc, masks_pred = batch["images"], batch["masks_enc"], batch["masks_pred"]
@@ -120,7 +129,7 @@ def build_model(cfg: IJEPAConfig) -> IJEPA:
         depth=cfg.model.pred_depth, num_heads=cfg.model.pred_num_heads or encoder.num_heads,
         drop_path_rate=cfg.model.drop_path_rate, pos_embed_order="wh",
     )
-    return IJEPA(encoder, predictor, cfg.model.loss)
+    return IJEPA(encoder, predictor, cfg.model.loss, cfg.model.activation_checkpointing)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from jepa_core.nn import (
     VideoVisionTransformer,
     VJEPA2Predictor,
     VJEPAPredictor,
+    enable_activation_checkpointing,  # re-exported: it lived here before moving to core
 )
 from jepa_core.registry import MethodSpec
 from jepa_core.target import EMATarget, normalize_targets
@@ -210,29 +211,6 @@ class VJEPA2Config(BaseConfig):
 def vjepa_loss(pred: torch.Tensor, target: torch.Tensor, loss_exp: float = 1.0) -> torch.Tensor:
     """``mean(|pred - target| ** loss_exp) / loss_exp`` (jepa:app/vjepa/train.py ``loss_fn``)."""
     return (pred - target).abs().pow(loss_exp).mean() / loss_exp
-
-
-def enable_activation_checkpointing(blocks: nn.ModuleList) -> None:
-    """Recompute each block's activations in the backward pass (``torch.utils.checkpoint``,
-    non-reentrant, one segment per block, as ``use_activation_checkpointing`` in V-JEPA 2).
-
-    The block's ``forward`` is wrapped on the instance, so parameter names and state dicts do
-    not change. Without gradients (the target encoder, evaluation) the block runs as usual.
-    """
-    from torch.utils.checkpoint import checkpoint
-
-    for blk in blocks:
-        if getattr(blk, "_jepa_checkpointed", False):
-            continue
-        inner = blk.forward
-
-        def forward(*args, _inner=inner, **kwargs):
-            if torch.is_grad_enabled():
-                return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
-            return _inner(*args, **kwargs)
-
-        blk.forward = forward
-        blk._jepa_checkpointed = True
 
 
 class VJEPA(JEPAMethod):

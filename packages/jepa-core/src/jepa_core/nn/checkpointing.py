@@ -1,0 +1,33 @@
+"""Activation checkpointing for any list of transformer blocks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def enable_activation_checkpointing(blocks: nn.ModuleList) -> None:
+    """Recompute each block's activations in the backward pass (``torch.utils.checkpoint``,
+    non-reentrant, one segment per block, as ``use_activation_checkpointing`` in V-JEPA 2's
+    encoder and predictor).
+
+    Trades about one extra forward of the blocks for not keeping their activations: it lets a
+    larger batch or model fit on a GPU. The block's ``forward`` is wrapped on the instance, so
+    parameter names and state dicts do not change, and gradients are those of the plain blocks.
+    Without gradients (the target encoder, evaluation) the block runs as usual. Calling it twice
+    is harmless.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    for blk in blocks:
+        if getattr(blk, "_jepa_checkpointed", False):
+            continue
+        inner = blk.forward
+
+        def forward(*args, _inner=inner, **kwargs):
+            if torch.is_grad_enabled():
+                return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
+            return _inner(*args, **kwargs)
+
+        blk.forward = forward
+        blk._jepa_checkpointed = True
