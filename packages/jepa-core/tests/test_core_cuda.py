@@ -46,8 +46,7 @@ def test_vit_on_cuda_matches_cpu_fp32_and_bf16_is_close():
     out = gpu(x.to(CUDA), [idx.to(CUDA)])
     torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-4)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        half = gpu(x.to(CUDA), [idx.to(CUDA)])
-    assert half.dtype == torch.bfloat16
+        half = gpu(x.to(CUDA), [idx.to(CUDA)])  # the final LayerNorm runs in fp32 under autocast
     rel = (half.float().cpu() - ref).norm() / ref.norm()
     assert rel < 2e-2, f"bf16 relative error {rel:.3g}"
 
@@ -60,13 +59,20 @@ def test_fused_adamw_on_cuda_matches_the_plain_implementation():
     opt_a = torch.optim.AdamW(a.parameters(), lr=1e-3, weight_decay=0.05, **kw)
     opt_b = torch.optim.AdamW(b.parameters(), lr=1e-3, weight_decay=0.05, foreach=False)
     xb = x.to(CUDA)
+    losses = {id(a): [], id(b): []}
     for _ in range(5):
         for m, o in ((a, opt_a), (b, opt_b)):
-            m(xb).pow(2).mean().backward()
+            loss = m(xb).pow(2).mean()
+            loss.backward()
             o.step()
             o.zero_grad(set_to_none=True)
+            losses[id(m)].append(loss.item())
+    # Adam divides by sqrt(v): where a gradient is near zero, last-bit differences of the backward
+    # (atomic adds) move a weight by up to lr per step; so the tolerance is a tenth of lr.
     for pa, pb in zip(a.parameters(), b.parameters()):
-        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(pa, pb, rtol=0, atol=1e-4)
+    torch.testing.assert_close(losses[id(a)], losses[id(b)], rtol=1e-4, atol=0)
+    assert losses[id(a)][-1] < losses[id(a)][0]
 
 
 def test_foreach_ema_on_cuda_matches_the_parameter_loop():
@@ -176,7 +182,7 @@ def test_trainer_on_cuda_fp32_matches_cpu(tmp_path):
     for a, b in zip(cpu.state_dict().values(), gpu.state_dict().values()):
         torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
     # The checkpoint written on CUDA loads on the CPU (weights_only) and holds the final weights.
-    obj = load(run / "latest.pt", map_location="cpu")
+    obj = load(run / "checkpoints" / "latest.pt", map_location="cpu")
     assert obj["step"] == 16
     for k, v in gpu.state_dict().items():
         torch.testing.assert_close(obj["model"][k], v.cpu())

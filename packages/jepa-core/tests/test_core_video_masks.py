@@ -13,6 +13,7 @@ from jepa_core.masks import (
     MultiBlock3DMaskConfig,
     MultiBlock3DMaskGenerator,
 )
+from jepa_core.masks.multiblock3d import draw_positions
 
 T, G = 8, 14  # 16 frames / tubelet 2, 224 px / 16
 N = T * G * G  # 1568
@@ -23,9 +24,7 @@ def _loop_union(gen: MultiBlock3DMaskGenerator, B: int, size, g: torch.Generator
     """Independent per-sample loop (the official structure) drawing the same positions."""
     t, h, w = size
     nb = gen.cfg.num_blocks
-    top = torch.randint(0, gen.H - h + 1, (B, nb), generator=g)
-    left = torch.randint(0, gen.W - w + 1, (B, nb), generator=g)
-    start = torch.randint(0, gen.T - t + 1, (B, nb), generator=g)
+    top, left, start = draw_positions(g, (B, nb), gen.H - h + 1, gen.W - w + 1, gen.T - t + 1)
     out = torch.zeros(B, gen.T, gen.H, gen.W, dtype=torch.bool)
     for b in range(B):
         for j in range(nb):
@@ -217,3 +216,15 @@ def test_collator_shared_size_draws_quirk():
             col.masks(4, step)[1][0].shape == col.masks(4, step)[1][1].shape for step in range(10)
         ]
         assert all(equal) if expect_equal else not all(equal)
+
+
+def test_draw_positions_uniform_over_inclusive_range():
+    g = torch.Generator().manual_seed(0)
+    top, left, start = draw_positions(g, (4000, 8), 9, 1, 3)
+    assert top.shape == (4000, 8) and left.max() == 0
+    for arr, n in ((top, 9), (start, 3)):
+        freq = [(arr == v).mean() for v in range(n)]
+        assert arr.min() == 0 and arr.max() == n - 1
+        assert max(abs(f - 1 / n) for f in freq) < 0.1 / n  # 32,000 draws: within 10 % of uniform
+    again = draw_positions(torch.Generator().manual_seed(0), (4000, 8), 9, 1, 3)
+    assert all((a == b).all() for a, b in zip(again, (top, left, start)))  # seeded

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from numpy.lib.stride_tricks import as_strided
 
 TRIES_PER_LEVEL = 20  # official `timeout` before a target complement is dropped
 
@@ -215,10 +214,12 @@ def first_k(masks, k: int, counts=None) -> torch.Tensor:
     flat = np.flatnonzero(m)
     if k == 0:
         return torch.zeros(R, 0, dtype=torch.long)
-    # windows of k consecutive entries (a view; as_strided directly: sliding_window_view's
-    # argument checks cost more than the gather here), then a copy of row r = flat[starts[r]:][:k]
+    # windows of k consecutive entries (a strided view built directly: as_strided's and
+    # sliding_window_view's argument handling cost more than the gather here), then a copy of
+    # row r = flat[starts[r]:][:k]
     step = flat.strides[0]
-    out = as_strided(flat, shape=(len(flat) - k + 1, k), strides=(step, step), writeable=False)[starts]
+    windows = np.ndarray((len(flat) - k + 1, k), flat.dtype, flat, 0, (step, step))
+    out = windows[starts]
     out -= (np.arange(R) * N)[:, None]
     return torch.from_numpy(out.astype(np.int64, copy=False))
 

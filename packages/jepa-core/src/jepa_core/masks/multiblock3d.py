@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from jepa_core.masks.multiblock import block_masks, first_k
+from jepa_core.masks.multiblock import _block_table, block_masks, first_k
 
 __all__ = ["MultiBlock3DMaskCollator", "MultiBlock3DMaskConfig", "MultiBlock3DMaskGenerator", "VJEPA_MASK_CONFIGS",
            "first_k"]
@@ -111,25 +111,36 @@ class MultiBlock3DMaskGenerator:
         union = self._union(batch_size, size, g)
         return torch.from_numpy(union).view(batch_size, self.T, self.H, self.W)
 
-    def _union(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator) -> np.ndarray:
+    def _union(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator,
+               spatial: bool = False) -> np.ndarray:
         """:meth:`union_of_blocks` flattened to ``[B, N]``, as a numpy array: past the random
         draws (torch, seeded) the work is a handful of tiny array ops, for which numpy's
-        per-call overhead is several times lower than torch's."""
+        per-call overhead is several times lower than torch's. ``spatial=True`` (only for
+        :meth:`tiles_time`): the ``[B, H*W]`` union of one frame, which every frame repeats."""
         t, h, w = size
-        shape = (batch_size, self.cfg.num_blocks)
-        top = torch.randint(0, self.H - h + 1, shape, generator=g)  # inclusive upper bounds
-        left = torch.randint(0, self.W - w + 1, shape, generator=g)
-        start = torch.randint(0, self.T - t + 1, shape, generator=g)
-        hw = block_masks(top, left, h, w, self.H, self.W).numpy()  # [B, nb, H*W]
+        top, left, start = draw_positions(g, (batch_size, self.cfg.num_blocks), self.H - h + 1, self.W - w + 1,
+                                          self.T - t + 1)
+        table = _block_table_np(self.H, self.W, h, w)
+        if table is not None:
+            hw = table[top, left]  # [B, nb, H*W]
+        else:
+            hw = block_masks(torch.from_numpy(top), torch.from_numpy(left), h, w, self.H, self.W).numpy()
         if t == self.T:  # tubes over the whole clip (every released config): one spatial union
-            union = np.tile(hw.any(1), (1, self.T))
+            sp = hw.any(1)
+            if spatial:
+                return sp
+            union = np.tile(sp, (1, self.T))
         else:  # union over blocks of in_t x hw, as 0/1 float products (exact)
-            in_t = _span_table(self.T, t)[start].numpy()  # [B, nb, T]
+            in_t = _span_table(self.T, t)[torch.from_numpy(start)].numpy()  # [B, nb, T]
             union = np.einsum("bnt,bnk->btk", in_t.astype(np.float32), hw.astype(np.float32)) > 0
             union = union.reshape(batch_size, -1)
         if self.max_context_duration < self.T:
             union[:, self.max_context_duration * self.H * self.W :] = True
         return union
+
+    def tiles_time(self, size: tuple[int, int, int]) -> bool:
+        """True when every frame has the same mask (tubes span the clip, no time cut)."""
+        return size[0] == self.T and self.max_context_duration == self.T
 
     def sample_union(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator) -> torch.Tensor:
         """Union masks ``[B, N]``, redrawing (vectorised over the bad rows) any empty context."""
@@ -137,19 +148,31 @@ class MultiBlock3DMaskGenerator:
 
     def _union_and_counts(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator,
                           numpy: bool = False):
+        union, counts, _ = self._masks(batch_size, size, g)
+        return (union, counts) if numpy else (torch.from_numpy(union), torch.from_numpy(counts))
+
+    def _masks(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator):
+        """``(union [B, N], its counts [B], complement [B, N])`` as numpy arrays, any row with an
+        empty context redrawn (vectorised over the bad rows)."""
         t, h, w = size
         if h * w == 0:
             raise ValueError(f"mask config {self.cfg} gives empty {h}x{w} blocks on a {self.H}x{self.W} grid")
         if (t, h, w) == (self.T, self.H, self.W) or self.max_context_duration == 0:
             raise ValueError(f"mask config {self.cfg} masks every token: the context would always be empty")
-        union = self._union(batch_size, size, g)
+        tiled = self.tiles_time(size)
+        # Tiled configs work on one frame (T times fewer elements) and repeat it at the end.
+        union = self._union(batch_size, size, g, spatial=tiled)
         for _ in range(MAX_RESAMPLE):
             counts = union.sum(1)
             bad = counts == union.shape[1]
             if not bad.any():
-                return (union, counts) if numpy else (torch.from_numpy(union), torch.from_numpy(counts))
-            union[bad] = self._union(int(bad.sum()), size, g)
-        raise RuntimeError(f"mask config {self.cfg}: context still empty after {MAX_RESAMPLE} redraws")
+                break
+            union[bad] = self._union(int(bad.sum()), size, g, spatial=tiled)
+        else:
+            raise RuntimeError(f"mask config {self.cfg}: context still empty after {MAX_RESAMPLE} redraws")
+        if tiled:
+            return np.tile(union, (1, self.T)), counts * self.T, np.tile(~union, (1, self.T))
+        return union, counts, ~union
 
     def sample(
         self, batch_size: int, generator: torch.Generator, position_generator: torch.Generator | None = None
@@ -157,12 +180,27 @@ class MultiBlock3DMaskGenerator:
         """``(mask_enc [B, Kc], mask_pred [B, Kp])``: sizes from ``generator``, positions from
         ``position_generator`` (default: the same generator)."""
         size = self.block_size(generator)
-        union, n_tgt = self._union_and_counts(batch_size, size, position_generator or generator, numpy=True)
+        union, n_tgt, context = self._masks(batch_size, size, position_generator or generator)
         n_ctx = union.shape[1] - n_tgt
         k_tgt, k_ctx = int(n_tgt.min()), int(n_ctx.min())
         if self.cfg.max_keep is not None:
             k_ctx = min(k_ctx, self.cfg.max_keep)
-        return first_k(~union, k_ctx, n_ctx), first_k(union, k_tgt, n_tgt)
+        return first_k(context, k_ctx, n_ctx), first_k(union, k_tgt, n_tgt)
+
+
+def draw_positions(g: torch.Generator, shape: tuple[int, int], n_top: int, n_left: int, n_start: int):
+    """Block corners ``(top, left, start)``, each uniform on ``0 .. n - 1`` (numpy int arrays of
+    ``shape``), from one seeded draw of ``3 x shape`` uniforms in [0, 1) (one call instead of
+    three ``randint``: the per-call overhead is what costs here)."""
+    u = torch.rand((3, *shape), generator=g, dtype=torch.float64).numpy()
+    idx = (u * np.array([n_top, n_left, n_start], dtype=np.float64)[:, None, None]).astype(np.intp)
+    return idx[0], idx[1], idx[2]
+
+
+@functools.lru_cache(maxsize=64)
+def _block_table_np(n_h: int, n_w: int, h: int, w: int) -> np.ndarray | None:
+    table = _block_table(n_h, n_w, h, w)
+    return None if table is None else table.numpy()
 
 
 class MultiBlock3DMaskCollator:
