@@ -115,7 +115,7 @@ class EvalConfig:
     finetune_last_blocks: int | None = None  # None: the whole encoder
     random_baseline: bool = True
     raw_baseline: bool = True
-    monitor_every: int = 0  # >0: RankMe / feature-std / online probe every N steps while pretraining
+    monitor_every: int = 0  # >0: RankMe / feature-std / online probe every N steps while pretraining (needs enabled)
     monitor_samples: int = 1024
     plots: bool = True
 

@@ -80,14 +80,16 @@ def pretrain(
     data_cfg = getattr(cfg, "data", None)
     callbacks = []
     sharded = cfg.train.strategy == "fsdp" and dist.initialized
-    if cfg.eval.monitor_every > 0 and sharded:
+    monitors = cfg.eval.monitor_every > 0 and cfg.eval.enabled  # eval.enabled=false: no evaluation at all
+    if monitors and sharded:
         # The monitors run the encoder on rank 0 alone, which a sharded model cannot do.
         log.warning("eval.monitor_every is not supported with train.strategy=fsdp; no monitors")
-    elif cfg.eval.monitor_every > 0 and spec.build_eval_data is not None:
+    elif monitors and spec.build_eval_data is not None:
         make_monitor = registry.get_evaluator("monitor")
         if make_monitor is None:
             log.warning("eval.monitor_every is set but jepa-eval is not installed; no monitors")
         else:
+            # Missing evaluation data fails here, before training, not after it.
             callbacks.append(make_monitor(spec.build_eval_data(cfg)[0], cfg.eval))
     trainer = Trainer(
         model, dataset, collate, cfg.optim, cfg.train, run_dir,

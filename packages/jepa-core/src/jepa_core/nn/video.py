@@ -46,7 +46,9 @@ class PatchEmbed3D(nn.Module):
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=k, stride=k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        # Token-major and contiguous once here: the transposed view would otherwise carry its
+        # layout through every residual add, and each LayerNorm and reshape would copy it.
+        return self.proj(x).flatten(2).transpose(1, 2).contiguous()
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:

@@ -60,7 +60,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        # Token-major and contiguous once here: the transposed view would otherwise carry its
+        # layout through every residual add, and each LayerNorm and reshape would copy it.
+        return self.proj(x).flatten(2).transpose(1, 2).contiguous()
 
 
 class Segments(tuple):
