@@ -2,7 +2,7 @@
 # One prepared run on a lent GPU machine (no install there: its python3 has torch; our packages
 # are put on PYTHONPATH). Runs the CUDA tests, then the GPU suite with the official comparisons
 # when checkouts are in .official/ (ignored by git, never committed). Results go to $OUT.
-#   bash benchmarks/device_run.sh [tests|bench|profile|all] [extra suite arguments]
+#   bash benchmarks/device_run.sh [all | any of tests,bench,profile] [extra suite arguments]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/jepa-device}
@@ -18,7 +18,7 @@ export PYTHONPATH=packages/jepa-core/src:packages/jepa-image/src:packages/jepa-v
 what=${1:-all}; shift || true
 if [ -x "$(command -v nvidia-smi)" ]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/env.txt"; fi
 "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/env.txt"
-if [ "$what" = tests ] || [ "$what" = all ]; then
+if [[ $what == all || $what == *tests* ]]; then
     timeout "${TESTS_TIMEOUT:-240}" "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider --durations=8 \
         packages/jepa-core/tests/test_core_cuda.py packages/jepa-image/tests/test_image_cuda.py \
         packages/jepa-video/tests/test_video_cuda.py 2>&1 | tee "$OUT/gpu_tests.log"
@@ -26,12 +26,12 @@ fi
 for r in ijepa jepa vjepa2; do
     if [ -d ".official/$r/src" ]; then export "OFFICIAL_$(echo $r | tr a-z A-Z)=.official/$r"; fi
 done
-if [ "$what" = bench ] || [ "$what" = all ]; then
-    cp BENCHMARKS.md "$OUT/BENCHMARKS.md"
+if [[ $what == all || $what == *bench* ]]; then
+    [ -f "$OUT/BENCHMARKS.md" ] || cp BENCHMARKS.md "$OUT/BENCHMARKS.md"
     timeout "${BENCH_TIMEOUT:-330}" bash benchmarks/gpu_suite.sh --cases steps,ema --output "$OUT/BENCHMARKS.md" "$@" \
-        2>&1 | tee "$OUT/bench.log"
+        2>&1 | tee -a "$OUT/bench.log"
 fi
-if [ "$what" = profile ] || [ "$what" = all ]; then
+if [[ $what == all || $what == *profile* ]]; then
     timeout "${PROFILE_TIMEOUT:-150}" "$PYTHON" benchmarks/profile_step.py --device cuda --dtype bf16 \
         --sizes "${PROFILE_SIZES:-tiny,base}" ${OFFICIAL_IJEPA:+--official-ijepa $OFFICIAL_IJEPA} \
         ${OFFICIAL_JEPA:+--official-jepa $OFFICIAL_JEPA} ${OFFICIAL_VJEPA2:+--official-vjepa2 $OFFICIAL_VJEPA2} \

@@ -53,6 +53,7 @@ class Context:
     official: dict[str, str | None] = field(default_factory=dict)
     sizes: tuple[str, ...] = ("tiny", "small")
     compile: bool = False
+    methods: tuple[str, ...] = ("ijepa", "vjepa", "vjepa2")
     log: Callable[[str], None] = print
 
 
@@ -344,7 +345,7 @@ def case_steps(ctx: Context) -> list[Row]:
 
     prec = "fp32" if ctx.dtype is None else str(ctx.dtype).replace("torch.", "")
     for size in ctx.sizes:
-        if has_image:
+        if has_image and "ijepa" in ctx.methods:
             enc, img, _, b, pdim, pdepth = IMAGE_SIZES[size]
             model, _ = build_ijepa(size)
             builder = O.ijepa_step_builder(ctx.official["ijepa"]) if ctx.official.get("ijepa") else None
@@ -352,12 +353,49 @@ def case_steps(ctx: Context) -> list[Row]:
                                model, _image_batch(size, ctx), builder, b)
         if has_video:
             for method, key in (("vjepa", "jepa"), ("vjepa2", "vjepa2")):
+                if method not in ctx.methods:
+                    continue
                 enc, img, frames, b, pdim, pdepth = VIDEO_SIZES[size]
                 model, _ = build_vjepa(method, size)
                 builder = O.video_step_builder(key, ctx.official[key]) if ctx.official.get(key) else None
                 name = "V-JEPA" if method == "vjepa" else "V-JEPA 2"
                 rows += _step_rows(ctx, f"{name} train step, {enc} {frames}f {img} px, pred {pdim}x{pdepth}, "
                                    f"batch {b}, {prec}", model, _video_batch(size, ctx), builder, b)
+    return rows
+
+
+def case_ckpt(ctx: Context) -> list[Row]:
+    """Activation checkpointing (``model.activation_checkpointing``) against the plain step, ours
+    only, at the largest size asked for: time and peak memory of both (the official I-JEPA and
+    V-JEPA have no such option; V-JEPA 2's is the same per-block checkpoint)."""
+    from jepa_core.nn import enable_activation_checkpointing
+
+    size = ctx.sizes[-1]
+    rows: list[Row] = []
+    for method in ctx.methods:
+        try:
+            if method == "ijepa":
+                model, _ = build_ijepa(size)
+                batch, n = _image_batch(size, ctx), IMAGE_SIZES[size][3]
+            else:
+                model, _ = build_vjepa(method, size)
+                batch, n = _video_batch(size, ctx), VIDEO_SIZES[size][3]
+        except ImportError:
+            ctx.log(f"  {method}: package not installed, skipped")
+            continue
+        model.to(ctx.device).train()
+        plain = copy.deepcopy(model)
+        enable_activation_checkpointing(model.encoder.blocks)
+        enable_activation_checkpointing(model.predictor.predictor_blocks)
+        steps = [our_step(m, batch, _optimizer(m), ctx) for m in (model, plain)]
+        t = interleaved(steps, ctx.warmup, ctx.repeats, ctx.device)
+        mem = [peak_memory(f, ctx.device) for f in steps]
+        rows.append(Row(f"{method} {size}: activation checkpointing (ours) vs without (official column: ours "
+                        f"plain)", t[0], t[1], mem_ours=mem[0], mem_theirs=mem[1],
+                        note=f"{n / t[0]:.1f} samples/s with, {n / t[1]:.1f} without"))
+        del model, plain, steps
+        if ctx.device.type == "cuda":
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -433,7 +471,9 @@ CASES: dict[str, Callable[[Context], list[Row]]] = {
     "steps": case_steps,
     "ema": case_ema,
     "data": case_data,
+    "ckpt": case_ckpt,
 }
+DEFAULT_CASES = ("masks", "steps", "ema", "data")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,7 +522,9 @@ def parser() -> argparse.ArgumentParser:
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats, tiny models only")
     ap.add_argument("--repeats", type=int, help="timed repeats per case (default 7, quick 3)")
-    ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    ap.add_argument("--cases", default=",".join(DEFAULT_CASES),
+                    help=f"comma-separated subset of {','.join(CASES)} (default: {','.join(DEFAULT_CASES)})")
+    ap.add_argument("--methods", default="ijepa,vjepa,vjepa2", help="methods of the steps and ckpt cases")
     ap.add_argument("--sizes", default="tiny,small", help="model sizes of the training steps")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="autocast dtype of the steps")
@@ -507,6 +549,7 @@ def run(args: argparse.Namespace, command: str = "jepa bench") -> str:
     sizes = ("tiny",) if args.quick else tuple(s for s in args.sizes.split(",") if s)
     ctx = Context(device=device, dtype=None if args.dtype == "fp32" else torch.bfloat16, repeats=repeats,
                   warmup=1 if args.quick else 2, sizes=sizes, compile=args.compile,
+                  methods=tuple(m for m in args.methods.split(",") if m),
                   official={"ijepa": args.official_ijepa, "jepa": args.official_jepa, "vjepa2": args.official_vjepa2},
                   log=lambda s: print(s, file=sys.stderr, flush=True))
     rows: list[Row] = []
@@ -545,8 +588,8 @@ def write_report(args: argparse.Namespace, text: str) -> Path | None:
             return None
         path = here / "BENCHMARKS.md"
     dev = "cuda" if args.device.startswith("cuda") and torch.cuda.is_available() else "cpu"
-    tag = f"{dev}-{args.dtype}" + ("-official" if any((args.official_ijepa, args.official_jepa,
-                                                       args.official_vjepa2)) else "")
+    tag = f"{dev}-{args.dtype}" + ("-compile" if args.compile else "") + (
+        "-official" if any((args.official_ijepa, args.official_jepa, args.official_vjepa2)) else "")
     start, end = f"<!-- bench:{tag}:start -->", f"<!-- bench:{tag}:end -->"
     block = f"{start}\n{text}{end}"
     old = path.read_text() if path.is_file() else "# Benchmarks\n"
