@@ -167,9 +167,12 @@ class RoPEAttention(nn.Module):
     ) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
-        qkv = qkv.permute(2, 0, 3, 1, 4)
-        q, k = apply_rope_3d(qkv[:2], ids, grid_hw, self.fix_tiling).unbind(0)  # q and k at once
-        return attend(q, k, qkv[2], attn_mask, self.proj)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        # q and k rotated one after the other: with one unbind, the backward stacks the three
+        # gradients once (slicing qkv[:2] and qkv[2] would zero-fill and add full-size buffers).
+        tables = ids if isinstance(ids, RoPETables) else RoPETables(ids, grid_hw, self.fix_tiling)
+        cos, sin = tables.get(self.head_dim, q.dtype)
+        return attend(rotate_full(q, cos, sin), rotate_full(k, cos, sin), v, attn_mask, self.proj)
 
 
 class RoPEBlock(Block):
