@@ -46,6 +46,28 @@ def test_interleaved_medians_and_order():
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
 
 
+def test_paired_speedup_is_the_median_of_per_round_ratios():
+    import time
+
+    # The first function's duration drifts upwards 4x over the run; the second always takes twice
+    # as long as the first did in its round: the per-round ratio stays near 2 (2, or 2 / 1.15 when
+    # the second runs first), while the drift itself is 4x.
+    state = {"d": 0.001}
+
+    def first():
+        time.sleep(state["d"])
+
+    def second():
+        time.sleep(2 * state["d"])
+        state["d"] *= 1.15
+
+    (t1, t2), speed = bench.interleaved([first, second], warmup=0, repeats=11, paired=True)
+    assert 1.6 < speed < 2.4  # sleeps overshoot a little; the ratio of medians would drift too
+    assert t2 > t1
+    rows = [bench.Row("x", 0.010, 0.030, speedup=2.5)]
+    assert "| x | 10.00 ms | 30.00 ms | 0.400 | **2.50x** |" in bench.table(rows)
+
+
 def test_peak_memory_sees_a_temporary_allocation():
     def fn():
         x = torch.ones(4 << 20)  # 16 MiB, freed on return

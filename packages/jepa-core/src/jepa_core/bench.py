@@ -42,6 +42,7 @@ class Row:
     mem_ours: float | None = None
     mem_theirs: float | None = None
     note: str = ""
+    speedup: float | None = None  # theirs / ours as the median of per-round ratios (see interleaved)
 
 
 @dataclass
@@ -66,9 +67,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved(fns: list[Callable[[], object]], warmup: int, repeats: int, device=torch.device("cpu")) -> list[float]:
+def interleaved(fns: list[Callable[[], object]], warmup: int, repeats: int, device=torch.device("cpu"),
+                paired: bool = False):
     """Median seconds per call of each function, measured in turns (ABAB..., the first of each
-    round alternating) so that load from other processes hits all of them alike."""
+    round alternating) so that load from other processes hits all of them alike.
+
+    ``paired=True`` (two functions) also returns the speed-up of the first over the second as
+    the median over rounds of ``t_second / t_first``: each round times both back to back, so
+    slow drifts of the machine (seen here: the same step taking 0.9 to 1.6 s within a minute)
+    cancel in each ratio instead of landing on whichever side they hit."""
     for _ in range(warmup):
         for fn in fns:
             fn()
@@ -82,7 +89,17 @@ def interleaved(fns: list[Callable[[], object]], warmup: int, repeats: int, devi
             fns[i]()
             _sync(device)
             times[i].append(time.perf_counter() - t)
-    return [statistics.median(t) for t in times]
+    medians = [statistics.median(t) for t in times]
+    if paired:
+        return medians, statistics.median(b / a for a, b in zip(times[0], times[1]))
+    return medians
+
+
+def _timed(fns, warmup: int, repeats: int, device=torch.device("cpu")):
+    """``interleaved`` medians, plus the paired speed-up when there are two functions."""
+    if len(fns) == 2:
+        return interleaved(fns, warmup, repeats, device, paired=True)
+    return interleaved(fns, warmup, repeats, device), None
 
 
 def peak_memory(fn: Callable[[], object], device: torch.device) -> float:
@@ -158,9 +175,9 @@ def case_masks_2d(ctx: Context) -> list[Row]:
         theirs = O.ijepa_mask_collator(ctx.official["ijepa"], img, patch)
         fns.append(lambda: theirs(samples))
     with single_thread():
-        t = interleaved(fns, ctx.warmup, ctx.repeats * 2)
+        t, speed = _timed(fns, ctx.warmup, ctx.repeats * 2)
     return [Row(f"I-JEPA multi-block masks (1 ctx + 4 targets), batch {batch}, 14x14 grid",
-                t[0], t[1] if theirs else None)]
+                t[0], t[1] if theirs else None, speedup=speed)]
 
 
 def case_masks_3d(ctx: Context) -> list[Row]:
@@ -180,10 +197,10 @@ def case_masks_3d(ctx: Context) -> list[Row]:
             tsamples = _Dummy.clips(batch, 16) if key == "vjepa2" else samples
             fns.append(lambda theirs=theirs, tsamples=tsamples: theirs(tsamples))
         with single_thread():
-            t = interleaved(fns, ctx.warmup, ctx.repeats * 2)
+            t, speed = _timed(fns, ctx.warmup, ctx.repeats * 2)
         g = img // 16
         rows.append(Row(f"{label} 3-D multi-block masks (8x0.15 + 2x0.7), batch {batch}, 16 frames {img} px "
-                        f"(8x{g}x{g})", t[0], t[1] if theirs else None))
+                        f"(8x{g}x{g})", t[0], t[1] if theirs else None, speedup=speed))
     return rows
 
 
@@ -308,7 +325,7 @@ def _step_rows(ctx: Context, label: str, ours_model, batch: dict, official_build
             ctx.log(f"  WARNING {label}: losses differ beyond fp32 rounding under {ctx.dtype} autocast")
     step = our_step(ours_model, batch, opt, ctx)
     fns = [step] + ([theirs.step] if theirs else [])
-    t = interleaved(fns, ctx.warmup, ctx.repeats, ctx.device)
+    t, speed = _timed(fns, ctx.warmup, ctx.repeats, ctx.device)
     mem = [peak_memory(f, ctx.device) for f in fns]
     note = f"{n_items / t[0]:.1f} samples/s"
     if ctx.device.type == "cuda":
@@ -316,7 +333,7 @@ def _step_rows(ctx: Context, label: str, ours_model, batch: dict, official_build
         peak = _peak_flops(ctx.device)
         note += f", {flops / 1e9:.0f} GFLOP/step, MFU {flops / t[0] / peak:.1%}" if peak else ""
     return [Row(label, t[0], t[1] if theirs else None, mem_ours=mem[0], mem_theirs=mem[1] if theirs else None,
-                note=note)]
+                note=note, speedup=speed)]
 
 
 def _peak_flops(device: torch.device) -> float | None:
@@ -388,10 +405,10 @@ def case_ckpt(ctx: Context) -> list[Row]:
         enable_activation_checkpointing(model.encoder.blocks)
         enable_activation_checkpointing(model.predictor.predictor_blocks)
         steps = [our_step(m, batch, _optimizer(m), ctx) for m in (model, plain)]
-        t = interleaved(steps, ctx.warmup, ctx.repeats, ctx.device)
+        t, speed = _timed(steps, ctx.warmup, ctx.repeats, ctx.device)
         mem = [peak_memory(f, ctx.device) for f in steps]
         rows.append(Row(f"{method} {size}: activation checkpointing (ours) vs without (official column: ours "
-                        f"plain)", t[0], t[1], mem_ours=mem[0], mem_theirs=mem[1],
+                        f"plain)", t[0], t[1], mem_ours=mem[0], mem_theirs=mem[1], speedup=speed,
                         note=f"{n / t[0]:.1f} samples/s with, {n / t[1]:.1f} without"))
         del model, plain, steps
         if ctx.device.type == "cuda":
@@ -416,10 +433,10 @@ def case_ema(ctx: Context) -> list[Row]:
             for q, k in zip(enc.parameters(), ref.parameters()):
                 k.data.mul_(0.996).add_((1.0 - 0.996) * q.detach().data)
 
-    t = interleaved([lambda: tgt.update(enc, 0.996), official_loop], ctx.warmup, ctx.repeats * 4, ctx.device)
+    t, speed = _timed([lambda: tgt.update(enc, 0.996), official_loop], ctx.warmup, ctx.repeats * 4, ctx.device)
     n = sum(p.numel() for p in enc.parameters()) / 1e6
     return [Row(f"EMA update alone, ViT-Small encoder ({n:.1f} M params); theirs: the I-JEPA/V-JEPA loop",
-                t[0], t[1])]
+                t[0], t[1], speedup=speed)]
 
 
 def case_data(ctx: Context) -> list[Row]:
@@ -492,8 +509,9 @@ def table(rows: list[Row]) -> str:
     lines = ["| benchmark | ours (median) | official (median) | ours / official | speed-up | "
              "peak mem ours | peak mem official | notes |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        ratio = f"{r.ours / r.theirs:.3f}" if r.theirs else ""
-        speed = f"**{r.theirs / r.ours:.2f}x**" if r.theirs else ""
+        sp = r.speedup if r.speedup is not None else (r.theirs / r.ours if r.theirs else None)
+        ratio = f"{1 / sp:.3f}" if sp else ""
+        speed = f"**{sp:.2f}x**" if sp else ""
         lines.append(f"| {r.name} | {_fmt_time(r.ours)} | {_fmt_time(r.theirs) if r.theirs else ''} | {ratio} | "
                      f"{speed} | {_fmt_mem(r.mem_ours)} | {_fmt_mem(r.mem_theirs)} | {r.note} |")
     return "\n".join(lines)
@@ -559,12 +577,13 @@ def run(args: argparse.Namespace, command: str = "jepa bench") -> str:
         ctx.log(f"[bench] {name}")
         new = CASES[name](ctx)
         for r in new:
-            ctx.log(f"  {r.name}: {_fmt_time(r.ours)}" + (f" vs {_fmt_time(r.theirs)} (x{r.theirs / r.ours:.2f})"
-                                                            if r.theirs else ""))
+            sp = r.speedup if r.speedup is not None else (r.theirs / r.ours if r.theirs else None)
+            ctx.log(f"  {r.name}: {_fmt_time(r.ours)}" + (f" vs {_fmt_time(r.theirs)} (x{sp:.2f})" if r.theirs else ""))
         rows += new
     argv = " ".join(sys.argv[1:])
     header = (f"Machine: {machine(device)}.\nCommand: `{command}` ({argv or 'no arguments'}). "
-              f"Medians of {repeats} repeats after warm-up; ours and official interleaved in one process.\n")
+              f"Medians of {repeats} repeats after warm-up; ours and official interleaved in one process; "
+              f"ratios are medians of per-round ratios.\n")
     text = header + "\n" + table(rows) + "\n"
     print(text)
     return text
