@@ -19,7 +19,8 @@ from jepa_core import bench_official as O
 
 
 def profile(name: str, fn, device: torch.device, steps: int = 5) -> None:
-    from torch.profiler import ProfilerActivity, profile as prof
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
 
     for _ in range(3):
         fn()
