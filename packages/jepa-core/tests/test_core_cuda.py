@@ -10,13 +10,11 @@ import pytest
 import torch
 from jepa_core.checkpoint import load
 from jepa_core.config import OptimConfig, TrainConfig
-from jepa_core.method import JEPAMethod
 from jepa_core.nn import enable_activation_checkpointing, vit
 from jepa_core.optim import adamw_kwargs, maybe_compile
 from jepa_core.target import EMATarget
+from jepa_core.testing import LinearJEPA, PointsDataset, collate_points, no_tf32
 from jepa_core.trainer import Trainer
-from torch import nn
-from torch.utils.data import Dataset
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 CUDA = torch.device("cuda")
@@ -25,10 +23,8 @@ CUDA = torch.device("cuda")
 @pytest.fixture(autouse=True)
 def exact_fp32():
     """No TF32 in these comparisons (cuDNN convolutions use it by default)."""
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+    with no_tf32():
+        yield
 
 
 def _encoder_and_input(seed: int = 0):
@@ -131,45 +127,13 @@ def test_compiled_forward_on_cuda_matches_eager():
 # the Trainer on CUDA
 
 
-class Points(Dataset):
-    def __init__(self, n=64, d=8):
-        self.x = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i]
-
-
-def collate(samples):
-    from jepa_core.data import collate_stamped
-
-    x, _, bad = collate_stamped(samples)
-    return {"x": x, "num_bad": bad}
-
-
-class TinyJEPA(JEPAMethod):
-    def __init__(self, d=8):
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(d, 32), nn.GELU(), nn.Linear(32, d))
-        self.predictor = nn.Linear(d, d)
-        self.target_encoder = EMATarget(self.encoder)
-
-    def forward(self, batch):
-        with torch.no_grad():
-            h = self.target_encoder(batch["x"]).float()
-        z = self.predictor(self.encoder(batch["x"])).float()
-        return {"loss": ((z - h) ** 2).mean()}
-
-
 def _fit(tmp_path, device: str, precision: str):
     torch.manual_seed(0)
-    model = TinyJEPA()
+    model = LinearJEPA(d=8, hidden=32)
     oc = OptimConfig(epochs=2, warmup=0.5, start_lr=0.01, lr=0.05, final_lr=0.001, ema=(0.9, 1.0))
     tc = TrainConfig(device=device, precision=precision, progress=False, log_every=1, checkpoint_every=4,
                      num_threads=1)
-    tr = Trainer(model, Points(), collate, oc, tc, tmp_path / f"{device}-{precision}", batch_size=8)
+    tr = Trainer(model, PointsDataset(d=8), collate_points, oc, tc, tmp_path / f"{device}-{precision}", batch_size=8)
     res = tr.fit()
     return model, res, tmp_path / f"{device}-{precision}"
 

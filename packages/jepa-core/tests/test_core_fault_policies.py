@@ -12,56 +12,18 @@ import pytest
 import torch
 from jepa_core.checkpoint import load
 from jepa_core.config import ConfigError, OptimConfig, TrainConfig, from_dict
-from jepa_core.data import CorruptSampleError, collate_stamped
-from jepa_core.method import JEPAMethod
-from jepa_core.target import EMATarget
+from jepa_core.testing import LinearJEPA, PointsDataset, collate_points
 from jepa_core.trainer import NonFiniteLossError, Trainer
-from torch import nn
-from torch.utils.data import Dataset
-
-
-class Points(Dataset):
-    def __init__(self, n=64, d=4, corrupt=()):
-        self.x = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
-        self.corrupt = set(corrupt)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        if i in self.corrupt:
-            raise CorruptSampleError(f"sample {i} is unreadable")
-        return self.x[i]
-
-
-def collate(samples):
-    x, _, bad = collate_stamped(samples)
-    if x is None:
-        return {"skip": True, "num_bad": bad}
-    return {"x": x, "num_bad": bad}
-
-
-class TinyJEPA(JEPAMethod):
-    def __init__(self, d=4):
-        super().__init__()
-        self.encoder = nn.Linear(d, d)
-        self.predictor = nn.Linear(d, d)
-        self.target_encoder = EMATarget(self.encoder)
-
-    def forward(self, batch):
-        with torch.no_grad():
-            h = self.target_encoder(batch["x"])
-        return {"loss": ((self.predictor(self.encoder(batch["x"])) - h) ** 2).mean()}
 
 
 def _fit(tmp_path, name="run", dataset=None, resume=False, callbacks=None, optim=None, **train):
     torch.manual_seed(0)
-    model = TinyJEPA()
+    model = LinearJEPA()
     oc = OptimConfig(**{"epochs": 2, "warmup": 0.5, "start_lr": 0.01, "lr": 0.1, "final_lr": 0.001,
                         "ema": (0.9, 1.0), **(optim or {})})
     tc = TrainConfig(**{"device": "cpu", "progress": False, "log_every": 1, "checkpoint_every": 2,
                         "num_threads": 1, **train})
-    tr = Trainer(model, dataset or Points(), collate, oc, tc, tmp_path / name, batch_size=8,
+    tr = Trainer(model, dataset or PointsDataset(), collate_points, oc, tc, tmp_path / name, batch_size=8,
                  callbacks=callbacks)
     return tr, tr.fit(resume=resume)
 
@@ -109,7 +71,7 @@ def test_nonfinite_stop_is_the_default(tmp_path):
 
 
 def test_corrupt_samples_are_skipped_and_counted_in_metrics(tmp_path):
-    _, res = _fit(tmp_path, dataset=Points(corrupt=range(0, 64, 16)), max_bad_fraction=0.1)
+    _, res = _fit(tmp_path, dataset=PointsDataset(corrupt=range(0, 64, 16)), max_bad_fraction=0.1)
     rows = _rows(tmp_path)
     assert res.bad_samples == 8  # 4 corrupt samples a pass, 2 epochs
     assert int(rows[-1]["bad_samples"]) == 8
@@ -199,7 +161,7 @@ def test_resume_warns_only_when_the_data_order_changes(tmp_path, caplog):
     assert "data order" not in caplog.text
     torch.manual_seed(0)
     oc = OptimConfig(epochs=2, max_steps=6, grad_accum=2)
-    tr = Trainer(TinyJEPA(), Points(), collate, oc, TrainConfig(device="cpu", progress=False), tmp_path / "run",
+    tr = Trainer(LinearJEPA(), PointsDataset(), collate_points, oc, TrainConfig(device="cpu", progress=False), tmp_path / "run",
                  batch_size=8)
     with caplog.at_level(logging.WARNING):
         tr.fit(resume=True)

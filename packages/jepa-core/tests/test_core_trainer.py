@@ -9,63 +9,20 @@ import pytest
 import torch
 from jepa_core.checkpoint import load
 from jepa_core.config import OptimConfig, TrainConfig
-from jepa_core.method import JEPAMethod
-from jepa_core.target import EMATarget
+from jepa_core.testing import LinearJEPA, PointsDataset, collate_points
 from jepa_core.trainer import NonFiniteLossError, Trainer
-from torch import nn
-from torch.utils.data import Dataset
-
-
-class Points(Dataset):
-    def __init__(self, n=64, d=4):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, d, generator=g)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i]
-
-
-def collate(samples):
-    from jepa_core.data import collate_stamped
-
-    x, _, bad = collate_stamped(samples)
-    return {"x": x, "num_bad": bad}
-
-
-class TinyJEPA(JEPAMethod):
-    """Predict the EMA target's output of x from the encoder's output of x."""
-
-    def __init__(self, d=4, nan_at_call: int | None = None):
-        super().__init__()
-        self.encoder = nn.Linear(d, d)
-        self.predictor = nn.Linear(d, d)
-        self.target_encoder = EMATarget(self.encoder)
-        self.calls = 0
-        self.nan_at_call = nan_at_call
-
-    def forward(self, batch):
-        self.calls += 1
-        with torch.no_grad():
-            h = self.target_encoder(batch["x"])
-        loss = ((self.predictor(self.encoder(batch["x"])) - h) ** 2).mean()
-        if self.nan_at_call is not None and self.calls >= self.nan_at_call:
-            loss = loss * float("nan")
-        return {"loss": loss}
 
 
 def _trainer(tmp_path, model, **optim):
     oc = OptimConfig(epochs=2, warmup=0.5, start_lr=0.01, lr=0.1, final_lr=0.001, weight_decay=0.04,
                      final_weight_decay=0.4, ema=(0.9, 1.0), **optim)
     tc = TrainConfig(device="cpu", progress=False, log_every=1, checkpoint_every=3, num_threads=1)
-    return Trainer(model, Points(), collate, oc, tc, tmp_path / "run", batch_size=8)
+    return Trainer(model, PointsDataset(), collate_points, oc, tc, tmp_path / "run", batch_size=8)
 
 
 def test_schedules_are_applied_each_step_and_logged(tmp_path):
     torch.manual_seed(0)
-    tr = _trainer(tmp_path, TinyJEPA())
+    tr = _trainer(tmp_path, LinearJEPA())
     res = tr.fit()
     assert tr.ipe == 8 and res.steps == 16  # 64 samples / 8 per batch, 2 epochs
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
@@ -83,7 +40,7 @@ def test_schedules_are_applied_each_step_and_logged(tmp_path):
 
 def test_checkpoint_holds_everything_needed_to_resume(tmp_path):
     torch.manual_seed(0)
-    tr = _trainer(tmp_path, TinyJEPA())
+    tr = _trainer(tmp_path, LinearJEPA())
     tr.fit()
     ck = load(tmp_path / "run" / "checkpoints" / "latest.pt")
     assert ck["step"] == 16 and ck["batches_consumed"] == 16 and ck["samples_seen"] == 128
@@ -97,7 +54,7 @@ def test_checkpoint_holds_everything_needed_to_resume(tmp_path):
 
 def test_target_follows_the_encoder_by_ema(tmp_path):
     torch.manual_seed(0)
-    model = TinyJEPA()
+    model = LinearJEPA()
     tr = _trainer(tmp_path, model)
     tr.fit()
     # The target moved away from its initial copy towards the encoder but is not equal to it.
@@ -107,8 +64,8 @@ def test_target_follows_the_encoder_by_ema(tmp_path):
 
 def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
     torch.manual_seed(0)
-    a = TinyJEPA()
-    b = TinyJEPA()
+    a = LinearJEPA()
+    b = LinearJEPA()
     b.load_state_dict(a.state_dict())
     ta = _trainer(tmp_path / "a", a)
     oc = ta.optim_cfg
@@ -128,7 +85,7 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     torch.manual_seed(0)
-    model = TinyJEPA(nan_at_call=5)  # steps 1-4 fine, step 5 onwards NaN
+    model = LinearJEPA(nan_at_call=5)  # steps 1-4 fine, step 5 onwards NaN
     tr = _trainer(tmp_path, model)
     with pytest.raises(NonFiniteLossError, match="NaN or infinite by step 5") as err:
         tr.fit()
@@ -140,7 +97,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_linear_lr_schedule_is_wired(tmp_path):
     torch.manual_seed(0)
-    tr = _trainer(tmp_path, TinyJEPA(), lr_schedule="linear")
+    tr = _trainer(tmp_path, LinearJEPA(), lr_schedule="linear")
     tr.fit()
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
     # 0.1 -> 0.001 linearly over 16 steps, no warm-up

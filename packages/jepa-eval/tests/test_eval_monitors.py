@@ -10,13 +10,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from jepa_core.config import OptimConfig, TrainConfig
-from jepa_core.method import JEPAMethod
 from jepa_core.nn import VisionTransformer
-from jepa_core.target import EMATarget
+from jepa_core.testing import LinearJEPA, PointsDataset, collate_points
 from jepa_core.trainer import Trainer
 from jepa_eval.monitors import CollapseMonitor, collapse_report, feature_std, lidar, rankme
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
 
 @pytest.fixture(autouse=True)
@@ -99,38 +98,7 @@ def test_collapsed_encoder_is_flagged_and_random_vit_is_not():
 
 
 # ------------------------------------------------------------------------------------------------
-# The callback in a real Trainer (the TinyJEPA pattern of jepa-core's trainer tests)
-
-
-class Points(Dataset):
-    def __init__(self, n=64, d=4):
-        self.x = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i]
-
-
-def collate(samples):
-    from jepa_core.data import collate_stamped
-
-    x, _, bad = collate_stamped(samples)
-    return {"x": x, "num_bad": bad}
-
-
-class TinyJEPA(JEPAMethod):
-    def __init__(self, d=4):
-        super().__init__()
-        self.encoder = nn.Linear(d, d)
-        self.predictor = nn.Linear(d, d)
-        self.target_encoder = EMATarget(self.encoder)
-
-    def forward(self, batch):
-        with torch.no_grad():
-            h = self.target_encoder(batch["x"])
-        return {"loss": ((self.predictor(self.encoder(batch["x"])) - h) ** 2).mean()}
+# The callback in a real Trainer (jepa_core.testing's tiny method)
 
 
 def _labeled(n=128, d=4):
@@ -140,10 +108,10 @@ def _labeled(n=128, d=4):
 
 def _fit(tmp_path, callbacks):
     torch.manual_seed(0)
-    model = TinyJEPA()
+    model = LinearJEPA()
     oc = OptimConfig(epochs=2, warmup=0.5, start_lr=0.01, lr=0.1, final_lr=0.001, ema=(0.9, 1.0))
     tc = TrainConfig(device="cpu", progress=False, log_every=1, checkpoint_every=100, num_threads=1)
-    tr = Trainer(model, Points(), collate, oc, tc, tmp_path / "run", batch_size=8, callbacks=callbacks)
+    tr = Trainer(model, PointsDataset(), collate_points, oc, tc, tmp_path / "run", batch_size=8, callbacks=callbacks)
     return model, tr.fit()
 
 

@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 from jepa_core.masks import MultiBlock3DMaskCollator
+from jepa_core.testing import no_tf32
 from jepa_video.vjepa import VJEPA2_SPEC, VJEPA_SPEC
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -25,10 +26,8 @@ SMALL = [
 
 @pytest.fixture(autouse=True)
 def exact_fp32():
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+    with no_tf32():
+        yield
 
 
 def _model_and_batch(method: str, *extra: str, batch_size: int = 4):

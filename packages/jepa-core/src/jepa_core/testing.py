@@ -1,0 +1,83 @@
+"""Tiny stand-ins for tests of the training plumbing: a point dataset, its collate function and a
+two-linear-layer JEPA. They run in milliseconds on a CPU, so a test of the Trainer (or of a
+callback, a launcher, a fault policy) exercises the real loop without a real model.
+
+    from jepa_core.testing import PointsDataset, collate_points, LinearJEPA
+    Trainer(LinearJEPA(), PointsDataset(), collate_points, OptimConfig(...), TrainConfig(...), run_dir)
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from jepa_core.data import CorruptSampleError, collate_stamped
+from jepa_core.method import JEPAMethod
+from jepa_core.target import EMATarget
+
+__all__ = ["LinearJEPA", "PointsDataset", "collate_points", "no_tf32"]
+
+
+class PointsDataset(Dataset):
+    """``n`` fixed Gaussian points in ``d`` dimensions (``torch.randn`` from ``seed``); indices in
+    ``corrupt`` raise :class:`jepa_core.data.CorruptSampleError`, like an unreadable file."""
+
+    def __init__(self, n: int = 64, d: int = 4, corrupt=(), seed: int = 0):
+        self.x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+        self.corrupt = set(corrupt)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if i in self.corrupt:
+            raise CorruptSampleError(f"sample {i} is unreadable")
+        return self.x[i]
+
+
+def collate_points(samples) -> dict:
+    """``{"x", "num_bad"}``, or ``{"skip": True, "num_bad"}`` when every sample was corrupt."""
+    x, _, bad = collate_stamped(samples)
+    if x is None:
+        return {"skip": True, "num_bad": bad}
+    return {"x": x, "num_bad": bad}
+
+
+class LinearJEPA(JEPAMethod):
+    """Predict the EMA target's output of ``x`` from the encoder's output of ``x`` (squared error).
+
+    ``hidden``: the encoder is ``Linear -> GELU -> Linear`` through that width instead of one
+    Linear. ``nan_at_call``: from that forward call on the loss is NaN (fault-policy tests)."""
+
+    def __init__(self, d: int = 4, hidden: int | None = None, nan_at_call: int | None = None):
+        super().__init__()
+        self.encoder = nn.Linear(d, d) if hidden is None else nn.Sequential(
+            nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+        self.predictor = nn.Linear(d, d)
+        self.target_encoder = EMATarget(self.encoder)
+        self.calls = 0
+        self.nan_at_call = nan_at_call
+
+    def forward(self, batch: dict) -> dict:
+        self.calls += 1
+        with torch.no_grad():
+            h = self.target_encoder(batch["x"]).float()
+        loss = ((self.predictor(self.encoder(batch["x"])).float() - h) ** 2).mean()
+        if self.nan_at_call is not None and self.calls >= self.nan_at_call:
+            loss = loss * float("nan")
+        return {"loss": loss}
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """Exact fp32 on CUDA inside the block: TF32 off for matmuls and cuDNN convolutions (cuDNN
+    uses it by default), for comparisons against the CPU."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
