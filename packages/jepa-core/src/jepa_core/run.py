@@ -81,6 +81,8 @@ def pretrain(
     callbacks = []
     sharded = cfg.train.strategy == "fsdp" and dist.initialized
     monitors = cfg.eval.monitor_every > 0 and cfg.eval.enabled  # eval.enabled=false: no evaluation at all
+    if cfg.eval.monitor_every > 0 and not cfg.eval.enabled:
+        log.info("eval.enabled=false: no monitors (eval.monitor_every=%d ignored)", cfg.eval.monitor_every)
     if monitors and sharded:
         # The monitors run the encoder on rank 0 alone, which a sharded model cannot do.
         log.warning("eval.monitor_every is not supported with train.strategy=fsdp; no monitors")
