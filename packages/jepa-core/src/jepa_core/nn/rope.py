@@ -118,7 +118,7 @@ class RoPETables:
 
 def rotate_full(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     """:func:`rotate_pairs` over all channels with the tables of :meth:`RoPETables.get`: the
-    adjacent pairs are swapped (one interleaving copy), the signs live in ``signed_sin``, and
+    adjacent pairs are swapped (one flip), the signs live in ``signed_sin``, and
     the pass-through channels come out as ``x * 1 + y * 0 = x``: no negation, slicing or concat."""
     # (x0, x1, x2, x3, ...) -> (x1, x0, x3, x2, ...): one flip over the pair axis, whose backward
     # is one flip too (stacking two strided slices would zero-fill and add two full-size buffers).
