@@ -12,7 +12,7 @@ SITE=""
 if ls .whl/jepa_*.whl >/dev/null 2>&1; then
     # Wheels built here (`uv build --all-packages --wheel -o .whl`): their metadata carries the
     # entry points (method and evaluator registries); the sources below come first on the path.
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/jepa-site .whl/jepa_*.whl && SITE=:/tmp/jepa-site
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/jepa-site .whl/jepa_*.whl && SITE=:/tmp/jepa-site
 fi
 export PYTHONPATH=packages/jepa-core/src:packages/jepa-image/src:packages/jepa-video/src:packages/jepa-eval/src$SITE
 what=${1:-all}; shift || true

@@ -135,3 +135,11 @@ def test_activation_checkpointing_same_loss_and_grads_and_names():
     assert grads2.keys() == grads.keys() and len(grads) > 10
     for n, g in grads.items():
         torch.testing.assert_close(grads2[n], g, rtol=1e-5, atol=1e-7, msg=n)
+    # ... and it keeps fewer activations: peak bytes of a forward + backward (torch.profiler's
+    # allocation events; 2.66 MB plain vs 1.99 MB checkpointed when written).
+    from jepa_core.bench import peak_memory
+
+    cpu = torch.device("cpu")
+    plain_mem = peak_memory(lambda: model(batch)["loss"].backward(), cpu)
+    ckpt_mem = peak_memory(lambda: ckpt(batch)["loss"].backward(), cpu)
+    assert ckpt_mem < 0.9 * plain_mem, (ckpt_mem, plain_mem)

@@ -144,12 +144,7 @@ class MultiBlock3DMaskGenerator:
 
     def sample_union(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator) -> torch.Tensor:
         """Union masks ``[B, N]``, redrawing (vectorised over the bad rows) any empty context."""
-        return self._union_and_counts(batch_size, size, g)[0]
-
-    def _union_and_counts(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator,
-                          numpy: bool = False):
-        union, counts, _ = self._masks(batch_size, size, g)
-        return (union, counts) if numpy else (torch.from_numpy(union), torch.from_numpy(counts))
+        return torch.from_numpy(self._masks(batch_size, size, g)[0])
 
     def _masks(self, batch_size: int, size: tuple[int, int, int], g: torch.Generator):
         """``(union [B, N], its counts [B], complement [B, N])`` as numpy arrays, any row with an
