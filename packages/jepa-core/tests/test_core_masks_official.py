@@ -13,12 +13,11 @@ from collections import Counter
 
 import pytest
 import torch
-from jepa_core.masks import (
-    VJEPA_MASK_CONFIGS,
-    MultiBlock3DMaskCollator,
-    MultiBlockMaskCollator,
-    MultiBlockMaskConfig,
-)
+from jepa_core.masks import MultiBlockMaskCollator, MultiBlockMaskConfig
+
+jepa_video_masks = pytest.importorskip("jepa_video.masks")
+VJEPA_MASK_CONFIGS = jepa_video_masks.VJEPA_MASK_CONFIGS
+MultiBlock3DMaskCollator = jepa_video_masks.MultiBlock3DMaskCollator
 
 
 def _path(var: str) -> str:

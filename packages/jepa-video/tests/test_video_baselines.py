@@ -7,9 +7,9 @@ import pytest
 import torch
 from jepa_core import registry
 from jepa_core.config import ConfigError
-from jepa_core.nn import FrameByFrame
 from jepa_video.baselines import _image_overrides, frame_baseline, write_frames
 from jepa_video.datasets import VideoIndex
+from jepa_video.nn import FrameByFrame
 from jepa_video.sampling import ClipSampler
 from jepa_video.vjepa import VJEPA_SPEC
 

@@ -9,8 +9,8 @@ import copy
 
 import pytest
 import torch
-from jepa_core.masks import MultiBlock3DMaskCollator
 from jepa_core.testing import no_tf32
+from jepa_video.masks import MultiBlock3DMaskCollator
 from jepa_video.vjepa import VJEPA2_SPEC, VJEPA_SPEC
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

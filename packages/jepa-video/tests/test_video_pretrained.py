@@ -200,7 +200,7 @@ def _meta_parts(enc, pred):
 
 
 def test_released_vjepa_vith16_384_is_recognised():
-    from jepa_core.nn import vjepa_predictor, vjepa_vit
+    from jepa_video.nn import vjepa_predictor, vjepa_vit
     from jepa_video.pretrained import _validate, infer_arch
 
     with torch.device("meta"):
@@ -214,7 +214,7 @@ def test_released_vjepa_vith16_384_is_recognised():
 
 
 def test_released_vjepa2_vitg_is_recognised():
-    from jepa_core.nn import vjepa2_predictor, vjepa2_vit
+    from jepa_video.nn import vjepa2_predictor, vjepa2_vit
     from jepa_video.pretrained import _validate, infer_arch
 
     with torch.device("meta"):

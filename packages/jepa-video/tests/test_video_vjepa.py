@@ -49,7 +49,7 @@ def tiny_model(method: str, *extra: str, seed: int = 0) -> tuple[VJEPA, object]:
 
 
 def tiny_batch(cfg, batch_size: int = 3, step: int = 0) -> dict:
-    from jepa_core.masks import MultiBlock3DMaskCollator
+    from jepa_video.masks import MultiBlock3DMaskCollator
 
     d, m = cfg.data, cfg.model
     col = MultiBlock3DMaskCollator(cfg.mask, d.crop_size, d.frames_per_clip, m.patch_size, m.tubelet_size, seed=1)

@@ -181,7 +181,7 @@ def case_masks_2d(ctx: Context) -> list[Row]:
 
 
 def case_masks_3d(ctx: Context) -> list[Row]:
-    from jepa_core.masks import VJEPA_MASK_CONFIGS, MultiBlock3DMaskCollator
+    from jepa_video.masks import VJEPA_MASK_CONFIGS, MultiBlock3DMaskCollator
 
     rows = []
     batch = 24
@@ -263,7 +263,7 @@ def _image_batch(size: str, ctx: Context, seed: int = 0):
 
 
 def _video_batch(size: str, ctx: Context, seed: int = 0):
-    from jepa_core.masks import VJEPA_MASK_CONFIGS, MultiBlock3DMaskCollator
+    from jepa_video.masks import VJEPA_MASK_CONFIGS, MultiBlock3DMaskCollator
 
     enc, img, frames, batch, _, _ = VIDEO_SIZES[size]
     g = torch.Generator().manual_seed(seed)

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from jepa_core import registry
 from jepa_core.config import ConfigError
-from jepa_core.nn import FrameByFrame
 from torch import nn
+
+from jepa_video.nn import FrameByFrame
 
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 

@@ -44,10 +44,10 @@ from typing import Any
 
 import torch
 from jepa_core import pretrained as P
-from jepa_core.nn import VideoVisionTransformer, VJEPA2Predictor, VJEPAPredictor
 from jepa_core.nn.pos_embed import sincos_3d
-from jepa_core.nn.video import VIDEO_VIT_SIZES
 from jepa_core.pretrained import LoadInfo, PretrainedError
+
+from jepa_video.nn import VIDEO_VIT_SIZES, VideoVisionTransformer, VJEPA2Predictor, VJEPAPredictor
 
 log = logging.getLogger(__name__)
 

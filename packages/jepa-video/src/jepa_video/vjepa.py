@@ -35,18 +35,9 @@ from typing import Literal
 
 import torch
 from jepa_core.config import BaseConfig, ConfigError
-from jepa_core.masks import (
-    VJEPA_MASK_CONFIGS,
-    MultiBlock3DMaskCollator,
-    MultiBlock3DMaskConfig,
-    apply_masks,
-)
+from jepa_core.masks import apply_masks
 from jepa_core.method import JEPAMethod
 from jepa_core.nn import (
-    VIDEO_VIT_SIZES,
-    VideoVisionTransformer,
-    VJEPA2Predictor,
-    VJEPAPredictor,
     enable_activation_checkpointing,  # re-exported: it lived here before moving to core
 )
 from jepa_core.registry import MethodSpec
@@ -57,6 +48,8 @@ from torch.utils.data import Dataset
 from .baselines import FrameBaselineConfig, frame_baseline
 from .datasets import ClipDataset, VideoFolder, VideoIndex
 from .demo_data import DIRECTIONS, make_demo_videos, split_label
+from .masks import VJEPA_MASK_CONFIGS, MultiBlock3DMaskCollator, MultiBlock3DMaskConfig
+from .nn import VIDEO_VIT_SIZES, VideoVisionTransformer, VJEPA2Predictor, VJEPAPredictor
 from .sampling import ClipSampler
 from .transforms import VideoEvalTransform, VideoTrainTransform
 

@@ -5,15 +5,6 @@ from jepa_core.masks.multiblock import (
     MultiBlockMaskConfig,
     MultiBlockMaskGenerator,
 )
-from jepa_core.masks.multiblock3d import (
-    VJEPA_MASK_CONFIGS,
-    MultiBlock3DMaskCollator,
-    MultiBlock3DMaskConfig,
-    MultiBlock3DMaskGenerator,
-)
 from jepa_core.masks.ops import apply_masks
 
-__all__ = [
-    "VJEPA_MASK_CONFIGS", "MultiBlock3DMaskCollator", "MultiBlock3DMaskConfig", "MultiBlock3DMaskGenerator",
-    "MultiBlockMaskCollator", "MultiBlockMaskConfig", "MultiBlockMaskGenerator", "apply_masks",
-]
+__all__ = ["MultiBlockMaskCollator", "MultiBlockMaskConfig", "MultiBlockMaskGenerator", "apply_masks"]

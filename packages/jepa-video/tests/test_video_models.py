@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from jepa_core.masks.ops import apply_masks
-from jepa_core.nn import (
+from jepa_core.nn import repeat_interleave_batch, sincos_3d
+from jepa_video.nn import (
     VIDEO_VIT_SIZES,
     PatchEmbed3D,
     VideoVisionTransformer,
     VJEPA2Predictor,
     VJEPAPredictor,
-    repeat_interleave_batch,
-    sincos_3d,
     vjepa2_predictor,
     vjepa2_vit,
     vjepa_predictor,
@@ -281,7 +280,8 @@ def test_size_table():
 
 
 def test_frame_by_frame_encodes_each_kept_frame_on_its_own():
-    from jepa_core.nn import FrameByFrame, VisionTransformer, sincos_1d
+    from jepa_core.nn import VisionTransformer, sincos_1d
+    from jepa_video.nn import FrameByFrame
 
     torch.manual_seed(0)
     image = VisionTransformer(img_size=16, patch_size=4, embed_dim=D, depth=1, num_heads=HEADS).eval()

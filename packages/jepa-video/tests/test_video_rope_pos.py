@@ -7,14 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from jepa_core.nn import (
-    Attention,
-    RoPEAttention,
-    apply_rope_3d,
-    rope_axis_dim,
-    sincos_3d,
-    token_coordinates,
-)
+from jepa_core.nn import Attention, sincos_3d
+from jepa_video.nn import RoPEAttention, apply_rope_3d, rope_axis_dim, token_coordinates
 
 
 def _np_1d(dim: int, pos: np.ndarray) -> np.ndarray:

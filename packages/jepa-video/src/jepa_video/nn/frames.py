@@ -16,9 +16,8 @@ is any modelling *across* frames inside the encoder, which is what a video encod
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from jepa_core.nn.pos_embed import sincos_1d
+from torch import nn
 
 __all__ = ["FrameByFrame"]
 

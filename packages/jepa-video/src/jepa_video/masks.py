@@ -38,7 +38,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from jepa_core.masks.multiblock import _block_table, block_masks, first_k
 
 __all__ = ["MultiBlock3DMaskCollator", "MultiBlock3DMaskConfig", "MultiBlock3DMaskGenerator", "VJEPA_MASK_CONFIGS",

@@ -24,9 +24,8 @@ Reference C.1 (vjepa2:src/models/utils/modules.py ``RoPEAttention``, ``rotate_qu
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from jepa_core.nn.vit import Block, attend
+from torch import nn
 
 
 def rope_axis_dim(head_dim: int) -> int:

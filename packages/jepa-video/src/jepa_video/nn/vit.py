@@ -20,11 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
-
 from jepa_core.masks.ops import apply_masks
 from jepa_core.nn.pos_embed import sincos_3d
-from jepa_core.nn.rope import RoPEBlock, RoPETables
 from jepa_core.nn.vit import (
     VIT_SIZES,
     Block,
@@ -33,6 +30,9 @@ from jepa_core.nn.vit import (
     rescale_blocks_,
     trunc_normal_init_,
 )
+from torch import nn
+
+from jepa_video.nn.rope import RoPEBlock, RoPETables
 
 
 class PatchEmbed3D(nn.Module):

@@ -15,12 +15,8 @@ With the official 1:1 pairing (one context and one target mask per call) this is
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from jepa_core.masks.ops import apply_masks
 from jepa_core.nn.pos_embed import sincos_3d
-from jepa_core.nn.rope import RoPEBlock, RoPETables
-from jepa_core.nn.video import VIDEO_VIT_SIZES, _pair
 from jepa_core.nn.vit import (
     Block,
     LayerNorm,
@@ -28,6 +24,10 @@ from jepa_core.nn.vit import (
     rescale_blocks_,
     trunc_normal_init_,
 )
+from torch import nn
+
+from jepa_video.nn.rope import RoPEBlock, RoPETables
+from jepa_video.nn.vit import VIDEO_VIT_SIZES, _pair
 
 
 def _as_list(m) -> list[torch.Tensor]:

@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 from jepa_core.data import Stamped
-from jepa_core.masks import (
+from jepa_video.masks import (
     VJEPA_MASK_CONFIGS,
     MultiBlock3DMaskCollator,
     MultiBlock3DMaskConfig,
     MultiBlock3DMaskGenerator,
+    draw_positions,
 )
-from jepa_core.masks.multiblock3d import draw_positions
 
 T, G = 8, 14  # 16 frames / tubelet 2, 224 px / 16
 N = T * G * G  # 1568
