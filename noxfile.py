@@ -40,19 +40,24 @@ for _pkg, _extras in PACKAGES.items():
 
 @nox.session(name="tests-integration", python="3.11")
 def tests_integration(session: nox.Session) -> None:
-    """Cross-package tests (tests/): every package installed together, as `uv run` does."""
+    """Cross-package tests (tests/) and the benchmark scripts' tests (benchmarks/tests; the
+    official comparisons need JEPA_OFFICIAL_* checkouts): every package installed together, as
+    `uv run` does."""
     _sync(session, "--all-packages", "--group", "dev")
-    session.run("pytest", "tests", *session.posargs)
+    session.run("pytest", "tests", "benchmarks/tests", *session.posargs)
 
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
+    """ruff, and the package layering (scripts/check_layering.py: who may import whom)."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "packages", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "packages", "tests", "benchmarks", "scripts", "noxfile.py")
+    session.run("python", "scripts/check_layering.py")
 
 
 @nox.session(python="3.11", default=False)
 def bench(session: nox.Session) -> None:
-    """Speed and memory benchmarks; results go to BENCHMARKS.md."""
+    """Speed and memory benchmarks (the packages' `jepa bench` cases; `-- --official-ijepa PATH
+    ...` to compare with official checkouts, benchmarks/official.py); results go to BENCHMARKS.md."""
     _sync(session, "--all-packages", "--no-default-groups", "--group", "test")
     session.run("python", "benchmarks/run.py", *session.posargs)

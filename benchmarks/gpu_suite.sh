@@ -2,7 +2,7 @@
 # GPU figures: the whole benchmark suite on CUDA in bf16 autocast (a few minutes on one H100),
 # with model FLOP utilisation of the training steps (FLOPs counted by
 # torch.utils.flop_counter.FlopCounterMode; peak dense bf16 FLOP/s from the card's name, see
-# jepa_core.bench.PEAK_BF16_FLOPS: H100 / H200 989 TFLOP/s). Results go to BENCHMARKS.md under
+# jepa_core.benchmark.PEAK_BF16_FLOPS: H100 / H200 989 TFLOP/s). Results go to BENCHMARKS.md under
 # "Suite results: cuda-bf16[-official]" with the card's name.
 #
 #   benchmarks/gpu_suite.sh                              # ours only

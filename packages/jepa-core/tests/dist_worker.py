@@ -16,6 +16,7 @@ from jepa_core.data import collate_stamped
 from jepa_core.distributed import shutdown_distributed
 from jepa_core.method import JEPAMethod
 from jepa_core.target import EMATarget
+from jepa_core.testing import nan_at_steps
 from jepa_core.trainer import Trainer
 from torch import nn
 from torch.utils.data import Dataset
@@ -94,11 +95,11 @@ def train(run_dir, resume=False, batch_size=16, accum=1, steps=12, strategy="aut
                      final_weight_decay=0.4, ema=(0.9, 1.0), grad_accum=accum, max_steps=steps,
                      clip_grad=1.0)
     tc = TrainConfig(device="cpu", progress=False, log_every=1, checkpoint_every=checkpoint_every,
-                     num_threads=1, strategy=strategy, keep_last=3, nonfinite=nonfinite,
-                     inject_nan_steps=tuple(nan_steps), per_rank_metrics=True)
+                     num_threads=1, strategy=strategy, keep_last=3, nonfinite=nonfinite, per_rank_metrics=True)
     sleep = step_sleep if not (slow_until_resumed and resume) else 0.0
     callbacks = [Sleepy(sleep)] if sleep else []
-    tr = Trainer(model, Points(), collate, oc, tc, run_dir, batch_size=batch_size, callbacks=callbacks)
+    tr = Trainer(model, Points(), collate, oc, tc, run_dir, batch_size=batch_size, callbacks=callbacks,
+                 loss_hook=nan_at_steps(*nan_steps) if nan_steps else None)
     try:
         res = tr.fit(resume=resume)
         out = {"first_step": res.history[0]["step"] if res.history else None, "steps": res.steps,

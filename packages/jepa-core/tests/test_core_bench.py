@@ -1,11 +1,14 @@
-"""The benchmark harness (jepa_core.bench) and the fast mask kernels it measures."""
+"""The benchmark helpers and runner (jepa_core.benchmark) and the fast mask kernels they measure.
+
+The method cases are tested where they live (jepa-image, jepa-video); the official comparison
+in benchmarks/tests."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from jepa_core import bench
+from jepa_core import benchmark as bench
 from jepa_core.masks.multiblock import _paint_blocks, block_masks, first_k
 from jepa_core.optim import adamw_kwargs, maybe_compile
 
@@ -40,10 +43,12 @@ def test_block_masks_table_equals_painting():
 
 def test_interleaved_medians_and_order():
     calls = []
-    t = bench.interleaved([lambda: calls.append("a"), lambda: calls.append("b")], warmup=1, repeats=4)
-    assert len(t) == 2 and all(x >= 0 for x in t)
+    t, speed = bench.interleaved([lambda: calls.append("a"), lambda: calls.append("b")], warmup=1, repeats=4)
+    assert len(t) == 2 and all(x >= 0 for x in t) and speed > 0
     # warm-up a b, then rounds alternate which goes first
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
+    t, speed = bench.interleaved([lambda: None], warmup=0, repeats=3)
+    assert len(t) == 1 and speed is None
 
 
 def test_paired_speedup_is_the_median_of_per_round_ratios():
@@ -61,7 +66,7 @@ def test_paired_speedup_is_the_median_of_per_round_ratios():
         time.sleep(2 * state["d"])
         state["d"] *= 1.15
 
-    (t1, t2), speed = bench.interleaved([first, second], warmup=0, repeats=11, paired=True)
+    (t1, t2), speed = bench.interleaved([first, second], warmup=0, repeats=11)
     assert 1.4 < speed < 2.6  # near 2 although the durations drift 4x
     assert t2 > t1
     rows = [bench.Row("x", 0.010, 0.030, speedup=2.5)]
@@ -84,22 +89,112 @@ def test_table_reports_ratio_and_speedup():
     assert "| y | 500.00 ms |  |  |  |" in text
 
 
-def test_write_report_replaces_its_own_section(tmp_path):
-    path = tmp_path / "BENCHMARKS.md"
-    path.write_text("# Benchmarks\n\nintro\n")
-    args = bench.parser().parse_args(["--output", str(path)])
-    bench.write_report(args, "first\n")
-    bench.write_report(args, "second\n")
-    text = path.read_text()
-    assert text.startswith("# Benchmarks\n\nintro\n")
-    assert "second" in text and "first" not in text and text.count("bench:cpu-fp32:start") == 1
+def test_single_thread_restores_the_thread_count():
+    n = torch.get_num_threads()
+    with bench.single_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == n
 
 
-def test_cli_runs_a_case_without_writing(capsys):
-    assert bench.main(["--cases", "masks", "--repeats", "1", "--no-write"]) == 0
+@pytest.fixture
+def local_cases(monkeypatch):
+    """An empty in-process registry, so that registered cases do not leak into other tests."""
+    monkeypatch.setattr(bench, "_LOCAL", [])
+    return bench
+
+
+def _case(rows_seen: list):
+    def fn(ctx):
+        rows_seen.append(ctx)
+        t, _ = bench.interleaved([lambda: None], ctx.warmup, ctx.repeats)
+        return [bench.Row("no-op", t[0], note=f"sizes {','.join(ctx.sizes)}")]
+
+    return fn
+
+
+def test_registered_cases_run_by_name_and_default(local_cases, capsys):
+    seen = []
+    fn = _case(seen)
+    extra = bench.BenchCase("extra", fn, default=False)
+    local_cases.register(bench.BenchCase("noop", fn), extra)
+    local_cases.register(extra)  # registering twice keeps one
+    known = local_cases.cases()
+    assert known["noop"][0].fn is fn and known["extra"] == [extra]
+    assert local_cases.main(["--quick"]) == 0  # default cases only
     out = capsys.readouterr().out
-    assert "I-JEPA multi-block masks" in out and "3-D multi-block masks" in out
+    assert "| no-op |" in out and "sizes tiny" in out and len(seen) == 1
     assert "torch " + torch.__version__ in out and "Command: `jepa bench`" in out
+    assert seen[0].repeats == 3 and seen[0].methods == () and seen[0].wants("anything")
+    local_cases.main(["--cases", "noop,extra", "--repeats", "1", "--methods", "ijepa", "--sizes", "a,b"])
+    assert len(seen) == 3 and seen[1].repeats == 1 and seen[1].sizes == ("a", "b")
+    assert seen[1].wants("ijepa") and not seen[1].wants("vjepa")
+    with pytest.raises(SystemExit, match="unknown case 'nope'"):
+        local_cases.main(["--cases", "nope"])
+
+
+def test_step_row_times_two_steps_with_memory():
+    ctx = bench.Context(repeats=2, warmup=0)
+    ours = lambda: torch.ones(1 << 20).sum()  # noqa: E731  4 MiB
+    theirs = lambda: torch.ones(2 << 20).sum()  # noqa: E731  8 MiB
+    row = bench.step_row(ctx, "step", [ours, theirs], n_items=4)
+    assert row.theirs is not None and row.speedup > 0 and row.mem_theirs > row.mem_ours >= 4 * 2**20
+    assert row.note.endswith("samples/s")
+    assert bench.step_row(ctx, "alone", [ours], 4).theirs is None
+
+
+def test_train_step_runs_the_trainer_step_of_a_method():
+    from jepa_core.method import JEPAMethod
+    from jepa_core.target import EMATarget
+
+    class Tiny(JEPAMethod):
+        def __init__(self):
+            super().__init__()
+            self.encoder, self.predictor = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+            self.target_encoder = EMATarget(self.encoder)
+
+        def forward(self, batch):
+            return {"loss": (self.predictor(self.encoder(batch["x"])) - self.target_encoder(batch["x"])).square().mean()}
+
+    torch.manual_seed(0)
+    model = Tiny()
+    before = [p.detach().clone() for p in model.target_encoder.parameters()]
+    step = bench.train_step(model, {"x": torch.randn(8, 4)}, bench.Context())
+    assert step().ndim == 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.target_encoder.parameters()))
+
+
+def test_jepa_bench_subcommand(local_cases, capsys):
+    from jepa_core.cli import main
+
+    local_cases.register(bench.BenchCase("noop", _case([])))
+    assert main(["bench", "--cases", "noop", "--repeats", "1"]) == 0
+    assert "| benchmark | ours (median) |" in capsys.readouterr().out
+
+
+def test_help_and_list_do_not_import_the_bench_machinery():
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, sys\nfrom jepa_core.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    main(['list'])\n    with contextlib.suppress(SystemExit):\n        main(['--help'])\n"
+            "assert 'bench' in out.getvalue()\n"
+            "print(sorted(m for m in sys.modules if m.startswith('jepa') and 'bench' in m))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_core_imports_no_modality_package():
+    from pathlib import Path
+
+    import jepa_core
+
+    root = Path(jepa_core.__file__).parent
+    bad = [f"{p.relative_to(root)}: {line.strip()}" for p in root.rglob("*.py")
+           for line in p.read_text().splitlines()
+           if any(f"{kw} jepa_{m}" in line for kw in ("import", "from") for m in ("image", "video", "eval"))]
+    assert not bad, bad
 
 
 def test_adamw_kwargs_and_compile_flag():
@@ -133,10 +228,3 @@ def test_numpy_is_the_cpu_backend_of_first_k():
     m[0, [1, 3]] = True
     m[1, [0, 4]] = True
     assert first_k(m, 2).tolist() == [[1, 3], [0, 4]]
-
-
-def test_jepa_bench_subcommand(capsys):
-    from jepa_core.cli import main
-
-    assert main(["bench", "--cases", "masks", "--repeats", "1", "--no-write"]) == 0
-    assert "| benchmark | ours (median) |" in capsys.readouterr().out

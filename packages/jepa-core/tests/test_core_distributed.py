@@ -155,3 +155,33 @@ def test_only_the_trainable_modules_are_wrapped(tmp_path, one_process_group, str
         pairs = list(zip(model.target_encoder.module.parameters(), model.encoder.parameters()))
         assert all(isinstance(t, DTensor) and t.placements == o.placements for t, o in pairs)
         assert all(t.to_local().shape == o.to_local().shape for t, o in pairs)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_method_without_targets_is_wrapped_and_trained(tmp_path, one_process_group, strategy):
+    """No target modules: nothing to broadcast or shard beside the trainable modules, no EMA
+    update; the method's own optimizer hook (SGD) is built over the wrapped parameters."""
+    w = _worker_module()
+    from jepa_core.config import OptimConfig, TrainConfig
+    from jepa_core.trainer import Trainer
+
+    class NoTarget(w.TinyJEPA):
+        def __init__(self):
+            super().__init__()
+            del self.target_encoder
+
+        def forward(self, batch):
+            x = batch["x"]
+            z = self.predictor(self.encoder(x * (x > -0.5)))
+            return {"loss": torch.nn.functional.smooth_l1_loss(z, self.encoder(x).detach())}
+
+        def build_optimizer(self, optim_cfg, lr, device):
+            return torch.optim.SGD([p for m in self.trainable_modules().values() for p in m.parameters()], lr=lr)
+
+    torch.manual_seed(0)
+    model = NoTarget()
+    assert model.target_modules() == {}
+    tr = Trainer(model, w.Points(), w.collate, OptimConfig(max_steps=2),
+                 TrainConfig(device="cpu", progress=False, strategy=strategy), tmp_path / "r", batch_size=16)
+    assert tr.fit().steps == 2 and tr.strategy == strategy and isinstance(tr.optimizer, torch.optim.SGD)
+    assert {k.split(".")[0] for k in model.state_dict()} == {"encoder", "predictor"}

@@ -12,11 +12,11 @@ import pytest
 import torch
 from jepa_core.checkpoint import load
 from jepa_core.config import ConfigError, OptimConfig, TrainConfig, from_dict
-from jepa_core.testing import LinearJEPA, PointsDataset, collate_points
+from jepa_core.testing import LinearJEPA, PointsDataset, collate_points, nan_at_steps
 from jepa_core.trainer import NonFiniteLossError, Trainer
 
 
-def _fit(tmp_path, name="run", dataset=None, resume=False, callbacks=None, optim=None, **train):
+def _fit(tmp_path, name="run", dataset=None, resume=False, callbacks=None, optim=None, nan_steps=(), **train):
     torch.manual_seed(0)
     model = LinearJEPA()
     oc = OptimConfig(**{"epochs": 2, "warmup": 0.5, "start_lr": 0.01, "lr": 0.1, "final_lr": 0.001,
@@ -24,7 +24,7 @@ def _fit(tmp_path, name="run", dataset=None, resume=False, callbacks=None, optim
     tc = TrainConfig(**{"device": "cpu", "progress": False, "log_every": 1, "checkpoint_every": 2,
                         "num_threads": 1, **train})
     tr = Trainer(model, dataset or PointsDataset(), collate_points, oc, tc, tmp_path / name, batch_size=8,
-                 callbacks=callbacks)
+                 callbacks=callbacks, loss_hook=nan_at_steps(*nan_steps) if nan_steps else None)
     return tr, tr.fit(resume=resume)
 
 
@@ -39,7 +39,7 @@ def test_nonfinite_skip_drops_the_update_and_counts_it(tmp_path):
         weights[step] = (trainer.model.encoder.weight.detach().clone(),
                          trainer.model.target_encoder.module.weight.detach().clone())
 
-    tr, res = _fit(tmp_path, nonfinite="skip", inject_nan_steps=(3, 4, 9), callbacks=[grab])
+    tr, res = _fit(tmp_path, nonfinite="skip", nan_steps=(3, 4, 9), callbacks=[grab])
     assert res.steps == 16 and res.skipped_nonfinite == 3
     rows = _rows(tmp_path)
     assert [int(r["skipped_nonfinite"]) for r in rows] == [0, 0, 1, 2, 2, 2, 2, 2, 3] + [3] * 7
@@ -56,17 +56,17 @@ def test_nonfinite_skip_drops_the_update_and_counts_it(tmp_path):
 
 def test_nonfinite_skip_stops_after_too_many_in_a_row(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"at step 5: 3 steps in a row .*max_nonfinite_consecutive=2"):
-        _fit(tmp_path, nonfinite="skip", inject_nan_steps=(3, 4, 5, 6), max_nonfinite_consecutive=2)
+        _fit(tmp_path, nonfinite="skip", nan_steps=(3, 4, 5, 6), max_nonfinite_consecutive=2)
 
 
 def test_nonfinite_skip_stops_after_too_many_in_all(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"at step 6: 1 steps in a row and 2 in all .*max_nonfinite=1"):
-        _fit(tmp_path, nonfinite="skip", inject_nan_steps=(2, 6), max_nonfinite=1)
+        _fit(tmp_path, nonfinite="skip", nan_steps=(2, 6), max_nonfinite=1)
 
 
 def test_nonfinite_stop_is_the_default(tmp_path):
     with pytest.raises(NonFiniteLossError, match="NaN or infinite by step 5"):
-        _fit(tmp_path, inject_nan_steps=(5,))
+        _fit(tmp_path, nan_steps=(5,))
     assert load(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 4
 
 
@@ -152,6 +152,9 @@ def test_train_config_new_keys_are_checked():
         from_dict(TrainConfig, {"strategy": "horovod"}, "train")
     with pytest.raises(ConfigError, match="valid keys: .*keep_last.*nonfinite"):
         from_dict(TrainConfig, {"keep": 3}, "train")
+    # the NaN injection is a test hook (Trainer(loss_hook=...)), not a config key
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.inject_nan_steps'.*valid keys: "):
+        from_dict(TrainConfig, {"inject_nan_steps": [3]}, "train")
 
 
 def test_resume_warns_only_when_the_data_order_changes(tmp_path, caplog):

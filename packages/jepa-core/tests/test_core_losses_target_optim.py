@@ -1,4 +1,5 @@
-"""Losses, the EMA target and optimizer parameter groups (reference A.3, part D items 1, 2, 8)."""
+"""Losses, the EMA target and optimizer parameter groups (ijepa:src/train.py,
+src/helper.py ``init_opt``; jepa:app/vjepa/train.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""I-JEPA multi-block masks (reference A.2 and part D item 3) and the mask gather ops."""
+"""I-JEPA multi-block masks (ijepa:src/masks/multiblock.py) and the mask gather ops (ijepa:src/masks/utils.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ViT encoder, predictor and helpers (reference A.1)."""
+"""ViT encoder, predictor and helpers (ijepa:src/models/vision_transformer.py)."""
 
 from __future__ import annotations
 
@@ -209,7 +209,7 @@ def test_predictor_rejects_non_square():
 
 
 def test_vit_sizes_and_factory(monkeypatch):
-    # reference A.1 size table
+    # the size table of ijepa:src/models/vision_transformer.py
     assert VIT_SIZES["vit_tiny"] == (192, 12, 3, 4.0)
     assert VIT_SIZES["vit_small"] == (384, 12, 6, 4.0)
     assert VIT_SIZES["vit_base"] == (768, 12, 12, 4.0)

@@ -1,5 +1,5 @@
 """Fixed sin-cos position tables against an independent float64 numpy computation
-(reference A.1 and part D item 5)."""
+(ijepa:src/models/vision_transformer.py, jepa:src/models/utils/pos_embs.py)."""
 
 from __future__ import annotations
 

@@ -161,15 +161,64 @@ def test_load_into_a_meta_module_keeps_frozen_parameters_frozen():
         assert torch.equal(dst(x), src(x))
 
 
-def test_jepa_parts_and_guess_method():
+def test_jepa_parts_and_patch_embedding_rank():
     parts = P.jepa_parts({"encoder.a": 1, "predictor.b": 2, "target_encoder.module.a": 3})
     assert parts == {"encoder": {"a": 1}, "predictor": {"b": 2}, "target_encoder": {"a": 3}}
     img = {"encoder": {"patch_embed.proj.weight": torch.zeros(4, 3, 2, 2)}}
-    vid = {"encoder": {"patch_embed.proj.weight": torch.zeros(4, 3, 2, 2, 2), "pos_embed": torch.zeros(1)}}
-    rope = {"encoder": {"patch_embed.proj.weight": torch.zeros(4, 3, 2, 2, 2)}}
-    assert [P.guess_method(p) for p in (img, vid, rope)] == ["ijepa", "vjepa", "vjepa2"]
-    with pytest.raises(PretrainedError, match="not an I-JEPA / V-JEPA / V-JEPA 2 checkpoint"):
-        P.guess_method({"encoder": {"conv1.weight": torch.zeros(1)}})
+    vid = {"target_encoder": {"patch_embed.proj.weight": torch.zeros(4, 3, 2, 2, 2)}}
+    assert [P.patch_embedding_rank(p) for p in (img, vid, {"encoder": {"conv1.weight": torch.zeros(1)}})] == [4, 5, 0]
+
+
+def test_core_names_no_method():
+    # Which method a file belongs to is the converters' business (their match functions).
+    import inspect
+
+    for module in (P, __import__("jepa_core.sizes", fromlist=["x"])):
+        src = inspect.getsource(module).lower()
+        assert not any(name in src for name in ("ijepa", "vjepa")), module.__name__
+    assert not hasattr(P, "guess_method") and not hasattr(P, "raw_method")
+
+
+def test_infer_vit_reads_the_shared_opening():
+    from jepa_core.nn import VisionTransformer
+
+    enc = VisionTransformer(img_size=16, patch_size=8, embed_dim=64, depth=3, num_heads=4, mlp_ratio=3.0)
+    sd = enc.state_dict()
+    vit = P.infer_vit(sd, 4, "enc", num_heads=4)
+    assert (vit.embed_dim, vit.in_chans, vit.kernel, vit.patch_size, vit.depth, vit.num_heads, vit.mlp_ratio) == (
+        64, 3, (8, 8), 8, 3, 4, 3.0)
+    with pytest.raises(PretrainedError, match="video file .5, 3, 2, 2, 2.; use the other loader"):
+        P.infer_vit({"patch_embed.proj.weight": torch.zeros(5, 3, 2, 2, 2)}, 4, "enc",
+                    wrong_rank={5: "video file {shape}; use the other loader"})
+    with pytest.raises(PretrainedError, match="not a square Conv2d patch embedding"):
+        P.infer_vit({"patch_embed.proj.weight": torch.zeros(5, 3, 2, 3)}, 4, "enc")
+    with pytest.raises(PretrainedError, match="no blocks"):
+        P.infer_vit({"patch_embed.proj.weight": torch.zeros(5, 3, 2, 2)}, 4, "enc")
+    with pytest.raises(PretrainedError, match="width 64 is not an official ViT width"):
+        P.infer_vit(sd, 4, "enc")
+    with pytest.raises(PretrainedError, match="no encoder weights"):
+        P.encoder_weights({"predictor": {"a": torch.zeros(1)}})
+
+
+def test_vit_sizes_resolve_both_ways():
+    from jepa_core.config import ConfigError
+    from jepa_core.nn import VIT_SIZES
+    from jepa_core.sizes import resolve_vit_size, vit_size_name
+
+    assert resolve_vit_size("vit_huge") == VIT_SIZES["vit_huge"]
+    assert resolve_vit_size("vit_huge", num_heads=8) == (1280, 32, 8, 4.0)
+    assert resolve_vit_size("custom", 32, 1, 2) == (32, 1, 2, 4.0)
+    with pytest.raises(ConfigError, match="custom needs model.embed_dim"):
+        resolve_vit_size("custom", 32)
+    with pytest.raises(ValueError, match="unknown model.encoder 'vit_x'; valid: vit_tiny"):
+        resolve_vit_size("vit_x")
+    assert vit_size_name(*VIT_SIZES["vit_giant"]) == "vit_giant" and vit_size_name(32, 1, 2, 4.0) is None
+    from jepa_core.sizes import config_num_heads
+
+    assert config_num_heads({"encoder": "vit_large"}) == 16 and config_num_heads({"encoder": "vit_large",
+                                                                                  "num_heads": 8}) == 8
+    assert config_num_heads({"encoder": "custom", "embed_dim": 32, "depth": 1, "num_heads": 2}) == 2
+    assert config_num_heads({"encoder": "unknown"}) is None
 
 
 def test_pickled_code_is_refused(tmp_path):
@@ -192,7 +241,8 @@ def test_convert_dispatches_through_the_converter_registry(tmp_path, capsys):
 
     torch.save({"encoder": {"module.patch_embed.proj.weight": torch.zeros(4, 3, 2, 2),
                             "module.pos_embed": torch.zeros(1, 1, 4)}}, tmp_path / "in.pth.tar")
-    P.register_converter("ijepa", fake)
+    # a match of its own: with jepa-core alone installed no "ijepa" entry point lends one
+    P.register_converter("ijepa", fake, match=lambda view: view.patch_rank == 4)
     try:
         rc = jepa_main(["convert", str(tmp_path / "in.pth.tar"), str(tmp_path / "out.st"), "--to", "safetensors",
                         "--num-heads", "2"])
@@ -208,9 +258,127 @@ def test_convert_of_a_non_checkpoint_fails_cleanly(tmp_path, capsys):
     assert "is not a checkpoint" in capsys.readouterr().err
 
 
-def test_missing_converter_names_the_package_to_install():
-    with pytest.raises(PretrainedError, match="no converter for 'toy' is installed.*pip install jepa-video"):
+def test_missing_converter_lists_the_installed_ones(toys):
+    P.register_converter(P.Converter("toy-a", lambda v: False, _toy_convert, package="toy-pkg"))
+    with pytest.raises(PretrainedError, match=r"no converter named 'toy' is installed \(installed: .*toy-a \(toy-pkg\)"
+                                              r".*--method NAME"):
         P.get_converter("toy")
+
+
+# ---------------------------------------------------------------------------------------------
+# the converter registry: match functions decide
+
+
+@pytest.fixture
+def toys():
+    saved = dict(P._LOCAL_CONVERTERS)
+    yield
+    P._LOCAL_CONVERTERS.clear()
+    P._LOCAL_CONVERTERS.update(saved)
+
+
+def _toy_convert(raw, out, to, method, **hints):
+    out.write_text(method)
+    return P.LoadInfo(raw.path, "official", method)
+
+
+def _toy_file(tmp_path, key="toy_embed.weight"):
+    torch.save({"encoder": {f"module.{key}": torch.zeros(4, 3)}, "epoch": 1}, tmp_path / "toy.pth.tar")
+    return tmp_path / "toy.pth.tar"
+
+
+def _has_toy(view: P.CheckpointView) -> bool:
+    return "toy_embed.weight" in view.encoder
+
+
+def test_an_in_process_converter_wins_for_its_own_layout(tmp_path, toys):
+    P.register_converter(P.Converter("toy", _has_toy, _toy_convert, package="toy-pkg"))
+    src = _toy_file(tmp_path)
+    assert jepa_main(["convert", str(src), str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out").read_text() == "toy"
+    conv, raw = P.find_converter(src)
+    assert conv.name == "toy" and conv.package == "toy-pkg" and raw.path == str(src)
+    # the installed converters do not claim it
+    view = P.view_checkpoint(raw)
+    assert view.format == "official" and view.patch_rank == 0
+    assert {n: s for n, s in P.match_converters(view).items() if s} == {"toy": 1.0}
+
+
+def test_the_highest_score_wins_and_a_tie_is_an_ambiguity(tmp_path, toys):
+    src = _toy_file(tmp_path)
+    P.register_converter("toy-a", _toy_convert, match=lambda v: 2.0 * _has_toy(v))
+    P.register_converter("toy-b", _toy_convert, match=_has_toy)
+    assert P.find_converter(src)[0].name == "toy-a"
+    P.register_converter("toy-b", _toy_convert, match=lambda v: 2.0 * _has_toy(v))
+    with pytest.raises(PretrainedError, match="matches several converters: toy-a, toy-b; pick one with --method"):
+        P.find_converter(src)
+    assert jepa_main(["convert", str(src), str(tmp_path / "out")]) == 2
+    assert jepa_main(["convert", str(src), str(tmp_path / "out"), "--method", "toy-b"]) == 0
+    assert (tmp_path / "out").read_text() == "toy-b"
+
+
+def test_no_matching_converter_lists_the_installed_ones(tmp_path, toys, capsys):
+    P.register_converter(P.Converter("toy", _has_toy, _toy_convert, package="toy-pkg"))
+    src = _toy_file(tmp_path, key="conv1.weight")
+    assert jepa_main(["convert", str(src), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no installed converter recognises" in err and "toy (toy-pkg)" in err and "--method NAME" in err
+    assert "patch_embed" in err  # what the file looks like
+
+
+def test_a_match_function_that_raises_counts_as_no_match(tmp_path, toys):
+    def broken(view):
+        raise KeyError("boom")
+
+    P.register_converter("toy-broken", _toy_convert, match=broken)
+    P.register_converter("toy", _toy_convert, match=_has_toy)
+    assert P.find_converter(_toy_file(tmp_path))[0].name == "toy"
+
+
+def test_the_name_a_file_records_wins(tmp_path, toys):
+    P.register_converter("toy-a", _toy_convert, match=_has_toy)
+    P.register_converter("toy-b", _toy_convert)  # by name only
+    torch.save({"format": "jepa-weights", "method": "toy-b", "model": {"encoder.toy_embed.weight": torch.zeros(1)}},
+               tmp_path / "ours.pt")
+    assert P.find_converter(tmp_path / "ours.pt")[0].name == "toy-b"
+    torch.save({"format": "jepa-weights", "method": "gone", "model": {"encoder.toy_embed.weight": torch.zeros(1)}},
+               tmp_path / "gone.pt")
+    with pytest.raises(PretrainedError, match="written for 'gone', but no converter of that name is installed"):
+        P.find_converter(tmp_path / "gone.pt")
+
+
+def test_convert_method_is_checked_at_run_time(tmp_path, toys, capsys):
+    P.register_converter("toy", _toy_convert, match=_has_toy)
+    src = _toy_file(tmp_path)
+    assert jepa_main(["convert", str(src), str(tmp_path / "out"), "--method", "nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert "no converter named 'nonexistent' is installed" in err and "toy" in err and "--method NAME" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_entry_points_naming_a_function_resolve_through_the_module_table(monkeypatch, toys):
+    import types
+
+    mod = types.ModuleType("toy_plugin")
+    conv = P.Converter("toy", _has_toy, _toy_convert)
+
+    def convert(*a, **k):
+        pass
+
+    convert.__module__ = "toy_plugin"
+    mod.convert, mod.CONVERTERS = convert, {"toy": conv}
+    monkeypatch.setitem(__import__("sys").modules, "toy_plugin", mod)
+
+    class EP:
+        name, value, dist = "toy", "toy_plugin:convert", None
+
+        def load(self):
+            return convert
+
+    assert P._from_entry_point(EP()).match is _has_toy
+    EP.name = "other"  # not in the table: a by-name-only converter around the function
+    legacy = P._from_entry_point(EP())
+    assert legacy.convert is convert and legacy.match(None) is False
 
 
 def test_pick_encoder_falls_back_and_says_so():

@@ -1,4 +1,5 @@
-"""Per-iteration schedules against hand-computed values (reference A.3, part D item 9)."""
+"""Per-iteration schedules against hand-computed values (ijepa:src/utils/schedulers.py, src/helper.py
+``init_opt``; jepa:app/vjepa/utils.py; vjepa2:src/utils/schedulers.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""evaluate_encoders (the `probes` evaluator) on a tiny dataset, and after `jepa pretrain`."""
+"""probe_encoders (the protocols of the `probes` evaluator, evaluate_encoders) on a tiny dataset, and
+after `jepa pretrain`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from jepa_core import registry
 from jepa_core.config import EvalConfig
 from jepa_core.nn import VisionTransformer
-from jepa_eval.pretrain import evaluate_encoders, markdown_table
+from jepa_eval.pretrain import evaluate_encoders, markdown_table, probe_encoders
 from torch.utils.data import TensorDataset
 
 C = 4
@@ -57,8 +58,8 @@ def two_runs():
     train, test = _tiny_images(20, seed=1), _tiny_images(10, seed=2)
     with torch.random.fork_rng():
         torch.set_num_threads(1)
-        a = evaluate_encoders(_encoders(), train, test, CFG, seed=0)
-        b = evaluate_encoders(_encoders(), train, test, CFG, seed=0)
+        a = probe_encoders(_encoders(), train, test, CFG, seed=0)
+        b = probe_encoders(_encoders(), train, test, CFG, seed=0)
     return a, b
 
 
@@ -105,7 +106,7 @@ def test_evaluation_is_reproducible(two_runs):
 def test_train_samples_cap_and_no_raw_baseline():
     train, test = _tiny_images(20, seed=1), _tiny_images(10, seed=2)
     cfg = EvalConfig(batch_size=16, knn_k=(3,), train_samples=40, random_baseline=False, raw_baseline=False)
-    out = evaluate_encoders({"row tokens": RowTokens()}, train, test, cfg)
+    out = probe_encoders({"row tokens": RowTokens()}, train, test, cfg)
     assert list(out["results"]) == ["row tokens"]
     r = out["results"]["row tokens"]
     assert r["train_samples"] == 40 and r["test_samples"] == 40
@@ -146,10 +147,10 @@ def test_attentive_protocol_extracts_each_split_once_and_pools_the_same_tokens()
 
     cfg = EvalConfig(protocols=("linear", "attentive"), raw_baseline=False, knn_k=(1,), batch_size=64,
                      attentive_epochs=1, attentive_lrs=(1e-3,), attentive_wds=(0.01,), attentive_depth=1)
-    with_att = evaluate_encoders({"e": Counting(enc)}, train, test, cfg)
+    with_att = probe_encoders({"e": Counting(enc)}, train, test, cfg)
     assert sum(calls) == len(train) + len(test)  # one forward pass per sample
     cfg_lin = EvalConfig(protocols=("linear",), raw_baseline=False, batch_size=64)
-    lin_only = evaluate_encoders({"e": enc}, train, test, cfg_lin)
+    lin_only = probe_encoders({"e": enc}, train, test, cfg_lin)
     # mean of the cached tokens = the features the linear probe sees without the cache
     assert with_att["results"]["e"]["linear_probe"] == lin_only["results"]["e"]["linear_probe"]
     assert "attentive_probe" in with_att["results"]["e"]
@@ -171,9 +172,9 @@ def test_tasks_probe_each_labeling_of_one_feature_pass(tmp_path):
                      attentive_wds=(0.01,), attentive_depth=1)
     torch.manual_seed(0)
     enc = Counting()
-    plain = evaluate_encoders({"e": enc}, train, test, cfg)
+    plain = probe_encoders({"e": enc}, train, test, cfg)
     calls.clear()
-    out = evaluate_encoders({"e": enc}, train, test, cfg, out_dir=tmp_path,
+    out = probe_encoders({"e": enc}, train, test, cfg, out_dir=tmp_path,
                             tasks={"same": lambda y: y, "pairs": lambda y: y // 2})
     assert sum(calls) == len(train) + len(test)  # one pass over each split for both tasks
     assert list(out["results"]) == ["same", "pairs"]
@@ -185,3 +186,18 @@ def test_tasks_probe_each_labeling_of_one_feature_pass(tmp_path):
     for sub in ("same", "pairs"):
         assert (tmp_path / sub / "results.json").is_file()
     assert (tmp_path / "results.json").is_file()
+
+
+def test_attentive_form_is_checked_by_the_probes_evaluator():
+    from types import SimpleNamespace
+
+    from jepa_core.config import ConfigError
+
+    train, test = _tiny_images(2, seed=1), _tiny_images(2, seed=2)
+    bad = EvalConfig(protocols=("linear",), attentive_form="vjepa3")
+    with pytest.raises(ConfigError, match=r"eval.attentive_form must be one of vjepa, vjepa2 .*'vjepa3'"):
+        probe_encoders({"row tokens": RowTokens()}, train, test, bad)
+    # `jepa pretrain` checks it before training through the evaluator's check_config
+    with pytest.raises(ConfigError, match="attentive_form"):
+        evaluate_encoders.check_config(SimpleNamespace(eval=bad))
+    evaluate_encoders.check_config(SimpleNamespace(eval=EvalConfig(attentive_form="vjepa")))

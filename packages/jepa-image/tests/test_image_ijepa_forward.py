@@ -1,4 +1,4 @@
-"""One I-JEPA training step by hand (reference A.3, part D items 1-2): smooth-L1 between the
+"""One I-JEPA training step by hand (ijepa:src/train.py): smooth-L1 between the
 predictor output and the layer-normed EMA-target features at the target blocks."""
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def test_activation_checkpointing_same_loss_and_grads_and_names():
         torch.testing.assert_close(grads2[n], g, rtol=1e-5, atol=1e-7, msg=n)
     # ... and it keeps fewer activations: peak bytes of a forward + backward (torch.profiler's
     # allocation events; 2.66 MB plain vs 1.99 MB checkpointed when written).
-    from jepa_core.bench import peak_memory
+    from jepa_core.benchmark import peak_memory
 
     cpu = torch.device("cpu")
     plain_mem = peak_memory(lambda: model(batch)["loss"].backward(), cpu)

@@ -1,5 +1,5 @@
-"""The I-JEPA models and presets against the official code (reference part A: A.1 model, A.3
-optimisation, A.6 checkpoint key layout).
+"""The I-JEPA models and presets against the official code (model: ijepa:src/models/vision_transformer.py;
+optimisation: configs/*.yaml, src/helper.py; checkpoint key layout: src/train.py ``save_checkpoint``).
 
 The ViT-H and ViT-g models are built on the meta device: shapes without memory."""
 
@@ -20,7 +20,8 @@ def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The official ViT-H/14 @ 224 layout (reference A.1 size table, A.6 key list), written out.
+# The official ViT-H/14 @ 224 layout (ijepa:src/models/vision_transformer.py sizes,
+# src/train.py ``save_checkpoint`` keys), written out.
 
 
 def official_vith14_encoder_layout() -> dict[str, tuple[int, ...]]:
@@ -116,7 +117,7 @@ def test_vith14_heads_and_parameter_count(vith14):
     # The official helper builds the predictor with num_heads = encoder.num_heads (16, head_dim 24).
     assert len(pred.predictor_blocks) == 12
     assert all(b.attn.num_heads == 16 for b in pred.predictor_blocks)
-    # ViT-H/14 is about 632M parameters (reference A.1).
+    # ViT-H/14 is about 632M parameters (``vit_huge`` of ijepa:src/models/vision_transformer.py, patch 14).
     n = sum(p.numel() for p in enc.parameters())
     assert 630e6 < n < 634e6, n
 
@@ -159,7 +160,8 @@ def test_vitg16_preset_is_the_official_giant():
     ],
 )
 def test_official_preset_pos_embed_shapes(preset, pos_shape):
-    # reference A.6: H/14@224 -> [1,256,1280]; H/16@448 -> [1,784,1280]; g/16@224 -> [1,196,1408].
+    # pos_embed of the checkpoints released in the ijepa README:
+    # H/14@224 -> [1,256,1280]; H/16@448 -> [1,784,1280]; g/16@224 -> [1,196,1408].
     model = _meta_model(SPEC.load_config(preset))
     assert tuple(model.encoder.pos_embed.shape) == pos_shape
     assert tuple(model.predictor.predictor_pos_embed.shape) == (1, pos_shape[1], 384)
@@ -202,7 +204,7 @@ def test_official_preset_values(name):
     epochs, batch, crop, patch, warmup, encoder, pred_depth = OFFICIAL_PRESETS[name]
     cfg = SPEC.load_config(name)
     o, d, m, k = cfg.optim, cfg.data, cfg.model, cfg.mask
-    # reference A.3
+    # ijepa:configs/*.yaml (optimization), src/helper.py ``init_opt``
     assert o.lr == pytest.approx(1e-3)
     assert o.start_lr == pytest.approx(2e-4)
     assert o.final_lr == pytest.approx(1e-6)
@@ -215,13 +217,13 @@ def test_official_preset_values(name):
     assert o.lr_schedule == "cosine"
     assert tuple(o.betas) == (0.9, 0.999)
     assert o.clip_grad is None  # no gradient clipping in I-JEPA
-    # reference A.3 / A.4
+    # ijepa:configs/*.yaml (data), src/transforms.py
     assert d.batch_size == batch
     assert d.image_size == crop
     assert tuple(d.crop_scale) == pytest.approx((0.3, 1.0))
     assert tuple(d.mean) == pytest.approx((0.485, 0.456, 0.406))
     assert tuple(d.std) == pytest.approx((0.229, 0.224, 0.225))
-    # reference A.1
+    # ijepa:configs/*.yaml (meta), src/models/vision_transformer.py
     assert m.patch_size == patch
     assert m.encoder == encoder
     assert m.pred_depth == pred_depth
@@ -229,7 +231,7 @@ def test_official_preset_values(name):
     assert m.pred_num_heads is None  # = encoder heads
     assert m.loss == "smooth_l1"
     assert m.drop_path_rate == 0.0
-    # reference A.2: the released configs' mask section
+    # ijepa:configs/*.yaml: the released configs' mask section
     assert tuple(k.enc_mask_scale) == pytest.approx((0.85, 1.0))
     assert tuple(k.pred_mask_scale) == pytest.approx((0.15, 0.2))
     assert tuple(k.aspect_ratio) == pytest.approx((0.75, 1.5))
@@ -246,7 +248,7 @@ def test_unknown_preset_names_the_valid_ones():
 
 
 def test_tiny_pos_embed_first_half_encodes_the_column():
-    # reference A.1 / D.5: I-JEPA's 2-D table is [column half | row half].
+    # ijepa:src/models/vision_transformer.py ``get_2d_sincos_pos_embed``: I-JEPA's 2-D table is [column half | row half].
     cfg = SPEC.load_config("demo", overrides=["model.embed_dim=32", "model.depth=1", "model.num_heads=2",
                                               "model.pred_depth=1", "model.pred_emb_dim=16"])
     pos = build_model(cfg).encoder.pos_embed[0]

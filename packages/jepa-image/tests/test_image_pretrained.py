@@ -192,7 +192,7 @@ def test_official_widths_need_no_head_count(tmp_path):
     pred = VisionTransformerPredictor(num_patches=4, embed_dim=384, predictor_embed_dim=48, depth=1, num_heads=6)
     info = load_pretrained(_save_official(tmp_path, enc, pred), with_predictor=True).info
     assert info.arch["num_heads"] == 6 and info.arch["pred_num_heads"] == 6  # predictor = encoder heads
-    # ViT-g: I-JEPA's giant has 16 heads (head_dim 88), not V-JEPA 2's 22 (reference A.1).
+    # ViT-g: I-JEPA's giant has 16 heads (head_dim 88), not V-JEPA 2's 22 (ijepa:src/models/vision_transformer.py).
     assert P.heads_for(1408, None, "x") == 16 and P.heads_for(1280, None, "x") == 16
 
 
@@ -335,3 +335,90 @@ def test_a_bare_method_state_dict_loads(tmp_path, io):
     assert enc.pretrained_info.format == "jepa-weights"
     with torch.no_grad():
         assert _max(enc(io["x"]), io["enc_full"]) < ATOL
+
+
+# ---------------------------------------------------------------------------------------------
+# one description: loading infers I-JEPA's own config and builds through the pretraining builders
+
+
+def _tiny_cfg(*extra):
+    from jepa_image.ijepa import SPEC
+
+    return SPEC.load_config("demo", overrides=["model.encoder=custom", "model.embed_dim=32", "model.depth=2",
+                                               "model.num_heads=2", "model.pred_depth=1", "model.pred_emb_dim=16",
+                                               "data.image_size=32", "model.patch_size=8", *extra])
+
+
+@pytest.mark.parametrize("extra", [[], ["model.mlp_ratio=3.0", "model.pred_num_heads=4", "model.pred_mlp_ratio=2.0",
+                                        "model.pos_embed_order=hw", "model.in_chans=1"]])
+def test_loading_infers_the_model_config_and_builds_the_pretraining_modules(tmp_path, extra):
+    from jepa_core.sizes import resolve_vit_size
+    from jepa_image.ijepa import build_model
+    from jepa_image.pretrained import infer_config
+
+    cfg = _tiny_cfg(*extra)
+    model = build_model(cfg)
+    with torch.no_grad():  # not the init: the loaded weights must be these (tables stay sin-cos)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.01)
+    obj = {p: P.add_prefix(getattr(model, p).state_dict(), "module.") for p in ("encoder", "predictor")}
+    obj["target_encoder"] = P.add_prefix(model.target_encoder.module.state_dict(), "module.")
+    torch.save(obj, tmp_path / "tiny.pth.tar")
+
+    parts = P.official_parts(torch.load(tmp_path / "tiny.pth.tar", weights_only=True))
+    got, notes = infer_config(parts, num_heads=2, pred_num_heads=cfg.model.pred_num_heads)
+    m, g = cfg.model, got.model
+    assert got.data.image_size == cfg.data.image_size and type(got) is type(cfg)
+    assert (resolve_vit_size(g.encoder, g.embed_dim, g.depth, g.num_heads, g.mlp_ratio)
+            == resolve_vit_size(m.encoder, m.embed_dim, m.depth, m.num_heads, m.mlp_ratio))
+    for f in ("patch_size", "in_chans", "pred_depth", "pred_emb_dim", "pos_embed_order"):
+        assert getattr(g, f) == getattr(m, f), f
+    assert (g.pred_num_heads, g.pred_mlp_ratio) == (m.pred_num_heads or 2, m.pred_mlp_ratio or 4.0)
+    # build_model(inferred config) has the same keys and shapes as the pretrained model
+    again = build_model(got)
+    assert P.expected_shapes(again) == P.expected_shapes(model)
+
+    enc, pred = from_pretrained(tmp_path / "tiny.pth.tar", which="encoder", with_predictor=True, num_heads=2,
+                                pred_num_heads=cfg.model.pred_num_heads)
+    assert P.expected_shapes(enc) == P.expected_shapes(model.encoder)
+    assert P.expected_shapes(pred) == P.expected_shapes(model.predictor)
+    assert type(enc) is type(model.encoder) and type(pred) is type(model.predictor)
+    x = torch.randn(2, m.in_chans, 32, 32)
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(enc(x), model.encoder(x))
+        masks_enc, masks_pred = [torch.tensor([[0, 1, 2, 5]] * 2)], [torch.tensor([[8, 9]] * 2)]
+        assert torch.equal(pred(enc(x, masks_enc), masks_enc, masks_pred),
+                           model.predictor(model.encoder(x, masks_enc), masks_enc, masks_pred))
+
+
+def test_released_sizes_are_named_in_the_inferred_config():
+    from jepa_image.ijepa import SPEC, build_model
+    from jepa_image.pretrained import infer_config
+
+    for preset in ("in1k_vith14", "in22k_vitg16"):
+        cfg = SPEC.load_config(preset)
+        with torch.device("meta"):
+            model = build_model(cfg)
+        parts = {p: dict(getattr(model, p).state_dict()) for p in ("encoder", "predictor")}
+        grid = cfg.data.image_size // cfg.model.patch_size
+        parts["encoder"]["pos_embed"] = sincos_2d(model.encoder.embed_dim, grid).unsqueeze(0)
+        parts["predictor"]["predictor_pos_embed"] = sincos_2d(cfg.model.pred_emb_dim, grid).unsqueeze(0)
+        got, _ = infer_config(parts)
+        assert got.model.encoder == cfg.model.encoder and got.model.embed_dim is None, preset
+        assert (got.model.pred_depth, got.model.pred_emb_dim) == (cfg.model.pred_depth, cfg.model.pred_emb_dim)
+
+
+def test_the_ijepa_converter_matches_image_files_only():
+    from jepa_image.pretrained import CONVERTER, match
+
+    assert P.find_converter(OFFICIAL)[0] is CONVERTER
+    assert P.find_converter(HF)[0] is CONVERTER  # config.json model_type
+    assert P.find_converter(HF / "model.safetensors")[0] is CONVERTER  # key names alone
+    assert P.get_converter("ijepa") is CONVERTER and CONVERTER.package == "jepa-image"
+    video = Path(__file__).parents[2] / "jepa-video/tests/fixtures/vjepa_tiny.pth.tar"
+    if video.is_file():
+        assert match(P.view_checkpoint(P.read_checkpoint(video))) == 0
+    view = P.view_checkpoint(P.read_checkpoint(HF))
+    assert match(view) == 2.0 and match(P.CheckpointView(view.raw, "hf", {}, hf_config={"model_type": "vit"})) == 0

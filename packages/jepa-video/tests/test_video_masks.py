@@ -1,4 +1,4 @@
-"""V-JEPA 3-D multi-block masks (reference B.2, C.2 and part D item 4)."""
+"""V-JEPA 3-D multi-block masks (jepa:src/masks/multiblock3d.py, vjepa2:src/masks/multiseq_multiblock3d.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import math
 import pytest
 import torch
 from jepa_core.data import Stamped
+from jepa_core.masks import MaskCollator, StepSeeds
+from jepa_core.testing import tensor_digest
 from jepa_video.masks import (
     VJEPA_MASK_CONFIGS,
     MultiBlock3DMaskCollator,
     MultiBlock3DMaskConfig,
     MultiBlock3DMaskGenerator,
+    MultiBlock3DMaskSampler,
     draw_positions,
 )
 
@@ -147,7 +150,8 @@ def test_one_block_size_per_batch_and_inclusive_bounds():
 
 
 def test_mask_amounts_match_official_simulation(official_batches):
-    # reference B.2 [sim]: short range ~63 % masked before truncation, context ~359, target ~742;
+    # simulated with jepa:src/masks/multiblock3d.py: short range ~63 % masked before truncation, context ~359,
+    # target ~742;
     # long range context ~94, target ~1114 (per-GPU batch 24, 16 f @ 224).
     (short_gen, short), (long_gen, long_) = official_batches
     frac = sum(u.float().mean().item() for _, u, *_ in short) / len(short)
@@ -208,7 +212,7 @@ def test_collator_output_and_step_stamps():
 
 def test_collator_shared_size_draws_quirk():
     # Official: every config's generator is seeded with the same counter, so both configs of a
-    # batch draw the same uniforms (reference B.2 step 1); share_size_draws=False decouples them.
+    # batch draw the same uniforms (jepa:src/masks/multiblock3d.py); share_size_draws=False decouples them.
     cfg = MultiBlock3DMaskConfig(spatial_scale=(0.1, 0.9), aspect_ratio=(0.5, 2.0), num_blocks=1)
     for share, expect_equal in ((True, True), (False, False)):
         col = MultiBlock3DMaskCollator([cfg, cfg], 224, 16, 16, 2, share_size_draws=share)
@@ -228,3 +232,65 @@ def test_draw_positions_uniform_over_inclusive_range():
         assert max(abs(f - 1 / n) for f in freq) < 0.1 / n  # 32,000 draws: within 10 % of uniform
     again = draw_positions(torch.Generator().manual_seed(0), (4000, 8), 9, 1, 3)
     assert all((a == b).all() for a, b in zip(again, (top, left, start)))  # seeded
+
+
+def _noise(x, g):
+    return x + torch.rand(x.shape, generator=g)
+
+
+# sha256 (first 16 hex digits) of masks_enc + masks_pred + videos of
+# MultiBlock3DMaskCollator(cfgs, 224, 16, 16, 2) on 4 stamped zero clips, recorded from the
+# collator before it became a MaskCollator: key "3d/cfgs/seed/rank/step/share_size_draws/with_transform".
+RECORDED_3D = {
+    "3d/time/0/0/0/0/0": "142cb0b657aad78d", "3d/time/0/0/0/0/1": "ec1bf3aa7a422a8c",
+    "3d/time/0/0/0/1/0": "765be65adfaa8de6", "3d/time/0/0/0/1/1": "8ef469f734274e9a",
+    "3d/time/5/0/0/0/0": "4968facf60855ecc", "3d/time/5/0/0/0/1": "7b52ecc49d8f0c31",
+    "3d/time/5/0/11/0/0": "d0df6f30643e1f9d", "3d/time/5/0/11/0/1": "c3f350422ce7556b",
+    "3d/time/5/0/11/1/0": "67135ce1055723b2", "3d/time/5/0/11/1/1": "f76cd28d147c186b",
+    "3d/time/5/2/11/0/0": "1469612b308e2531", "3d/time/5/2/11/0/1": "e5523cd1b5c3baca",
+    "3d/time/5/2/11/1/0": "44f8adcc541fb8e8", "3d/time/5/2/11/1/1": "bd9eaa78922668b2",
+    "3d/vjepa/0/0/0/0/0": "57b523970e169577", "3d/vjepa/0/0/0/0/1": "858e2a3e2e27d1a5",
+    "3d/vjepa/0/0/0/1/0": "9c66870a09bd8d91", "3d/vjepa/0/0/0/1/1": "962dc1d3e79d721a",
+    "3d/vjepa/5/0/0/0/0": "021a43d83ec621a1", "3d/vjepa/5/0/0/0/1": "05abeac224f0621a",
+    "3d/vjepa/5/0/11/0/0": "ab93bb6ff3f23562", "3d/vjepa/5/0/11/0/1": "8f305ab2bc9ac510",
+    "3d/vjepa/5/0/11/1/0": "ecf48f13f7c75015", "3d/vjepa/5/0/11/1/1": "8cc172691fe05635",
+    "3d/vjepa/5/2/11/0/0": "e06cd1425804f84d", "3d/vjepa/5/2/11/0/1": "446013a82593a156",
+    "3d/vjepa/5/2/11/1/0": "e06cd1425804f84d", "3d/vjepa/5/2/11/1/1": "446013a82593a156",
+}
+RECORDED_CFGS = {
+    "vjepa": VJEPA_MASK_CONFIGS,
+    # a time cut, temporal blocks (not tiled), max_keep, and a second config with other sizes
+    "time": (MultiBlock3DMaskConfig(spatial_scale=(0.1, 0.3), temporal_scale=(0.3, 0.8), num_blocks=3,
+                                    max_temporal_keep=0.5, max_keep=200),
+             MultiBlock3DMaskConfig(spatial_scale=(0.2, 0.5), aspect_ratio=(0.5, 2.0), num_blocks=2)),
+}
+
+
+@pytest.mark.parametrize("key", sorted(RECORDED_3D))
+def test_collator_masks_match_recorded(key):
+    name, *nums = key.split("/")[1:]
+    seed, rank, step, share, tf = map(int, nums)
+    col = MultiBlock3DMaskCollator(RECORDED_CFGS[name], 224, 16, 16, 2, seed=seed, rank=rank,
+                                   share_size_draws=bool(share), batch_transform=_noise if tf else None)
+    o = col([Stamped((torch.zeros(3, 2, 2, 2), i), step) for i in range(4)])
+    assert tensor_digest(o["masks_enc"] + o["masks_pred"] + [o["videos"]]) == RECORDED_3D[key]
+
+
+def test_collator_is_the_generic_collator_with_the_3d_sampler():
+    col = MultiBlock3DMaskCollator(VJEPA_MASK_CONFIGS, 224, 16, 16, 2, seed=5, rank=1)
+    assert isinstance(col, MaskCollator) and isinstance(col.sampler, MultiBlock3DMaskSampler)
+    assert [(g.T, g.H, g.W) for g in col.generators] == [(8, 14, 14)] * 2
+    assert col.share_size_draws and col.input_key == "videos"
+    sampler = MultiBlock3DMaskSampler(VJEPA_MASK_CONFIGS, 8, 14)
+    generic = MaskCollator(sampler, seed=5, rank=1, input_key="videos")
+    clips = [Stamped((torch.zeros(1), i), 4) for i in range(3)]
+    a, b = col(clips), generic(clips)
+    assert list(a) == list(b) == ["videos", "labels", "masks_enc", "masks_pred", "num_bad"]
+    for x, y in zip(a["masks_enc"] + a["masks_pred"], b["masks_enc"] + b["masks_pred"]):
+        assert torch.equal(x, y)
+    enc, pred = col.masks(3, 4)  # the collator's masks(batch_size, step) is the sampler's at StepSeeds
+    assert all(torch.equal(x, y) for x, y in zip(enc + pred, a["masks_enc"] + a["masks_pred"]))
+    enc2, _ = sampler.masks(3, StepSeeds(5, 1, 4))
+    assert all(torch.equal(x, y) for x, y in zip(enc, enc2))
+    col.share_size_draws = False  # reaches the sampler
+    assert col.sampler.share_size_draws is False

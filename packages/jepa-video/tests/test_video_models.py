@@ -1,11 +1,22 @@
-"""Video encoders and predictors of V-JEPA / V-JEPA 2 (reference B.1, B.6, C.1, C.6)."""
+"""Video encoders and predictors of V-JEPA / V-JEPA 2 (jepa:src/models/vision_transformer.py,
+src/models/predictor.py; vjepa2:src/models/vision_transformer.py, src/models/predictor.py) and the
+key layout of their released checkpoints."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 from jepa_core.masks.ops import apply_masks
-from jepa_core.nn import repeat_interleave_batch, sincos_3d
+from jepa_core.nn import (
+    BlockwiseEncoder,
+    PositionEncoding,
+    Predictor,
+    Tokenizer,
+    repeat_interleave_batch,
+    sincos_3d,
+)
 from jepa_video.nn import (
     VIDEO_VIT_SIZES,
     PatchEmbed3D,
@@ -17,6 +28,8 @@ from jepa_video.nn import (
     vjepa_predictor,
     vjepa_vit,
 )
+from jepa_video.nn.rope import RoPE3D, RoPETables
+from jepa_video.nn.vit import SinCos3D
 
 D, HEADS = 48, 2  # head_dim 24 -> 8 RoPE channels per axis
 SMALL = dict(img_size=16, num_frames=4, patch_size=4, tubelet_size=2, embed_dim=D, depth=2, num_heads=HEADS)
@@ -301,3 +314,83 @@ def test_frame_by_frame_encodes_each_kept_frame_on_its_own():
     assert torch.allclose(shuffled[:, :16], blind[:, 32:], atol=1e-6)
     with pytest.raises(ValueError, match="clips"):
         FrameByFrame(image)(clips[:, :, 0])
+
+
+# ------------------------------------------------------------- composable parts (jepa_core.nn)
+
+GOLDEN = Path(__file__).parent / "video_nn_golden_pre_refactor.pt"
+CLASSES = {"VideoVisionTransformer": VideoVisionTransformer, "VJEPAPredictor": VJEPAPredictor,
+           "VJEPA2Predictor": VJEPA2Predictor}
+
+
+def _flat(x):
+    return [x] if isinstance(x, torch.Tensor) else [t for e in x for t in _flat(e)]
+
+
+@pytest.mark.parametrize("case", ["vjepa_vit", "vjepa2_vit", "vjepa_predictor", "vjepa2_predictor"])
+def test_outputs_equal_pre_refactor_implementation(case):
+    """Outputs saved from the video classes before they became configurations of MaskedEncoder /
+    MaskTokenPredictor (same state dict, same inputs, incl. forward_multi and mask_index): equal
+    to float rounding (bitwise on the machine that made them), same state-dict keys and shapes."""
+    saved = torch.load(GOLDEN)[case]
+    model = CLASSES[saved["cls"]](**saved["kwargs"]).eval()
+    assert [(k, v.shape) for k, v in model.state_dict().items()] == [
+        (k, v.shape) for k, v in saved["state_dict"].items()
+    ]
+    model.load_state_dict(saved["state_dict"], strict=True)
+    with torch.no_grad():
+        got = [getattr(model, name)(*args, **kwargs) for name, args, kwargs in saved["calls"]]
+    for g, w in zip(_flat(got), _flat(saved["outputs"]), strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-6)
+
+
+def test_video_models_satisfy_the_protocols():
+    enc, rope_enc = _enc(), _enc(use_rope=True)
+    with torch.device("meta"):
+        preds = [vjepa_predictor("vit_tiny"), vjepa2_predictor("vit_tiny")]
+    for e in (enc, rope_enc):
+        assert isinstance(e, BlockwiseEncoder) and isinstance(e.patch_embed, Tokenizer)
+        assert isinstance(e.positions, PositionEncoding)
+    assert isinstance(enc.positions, SinCos3D) and isinstance(rope_enc.positions, RoPE3D)
+    assert all(isinstance(p, Predictor) for p in preds)
+    assert isinstance(preds[0].positions, SinCos3D) and isinstance(preds[1].positions, RoPE3D)
+    assert preds[1].mask_token(13) is preds[1].mask_tokens[3]  # official index: mod 10
+
+
+def test_patch_embed_3d_grid_checks_the_input():
+    pe = PatchEmbed3D(patch_size=4, tubelet_size=2, in_chans=3, embed_dim=5)
+    assert pe.grid(torch.zeros(1, 3, 6, 8, 12)) == (3, 2, 3)
+    with pytest.raises(ValueError, match=r"expected videos \[B, 3, T, H, W\]"):
+        pe.grid(torch.zeros(1, 3, 8, 12))
+    with pytest.raises(ValueError, match="expected videos"):
+        _enc()(torch.zeros(1, 1, 4, 16, 16))
+
+
+def test_rope3d_context_is_shared_tables_of_the_kept_indices():
+    enc = _enc(use_rope=True)
+    x, m = _video(), _masks(2, 9, 3)
+    ctx = enc.attention_context(m, (2, 4, 4))
+    assert isinstance(ctx, RoPETables) and ctx.ids is m and ctx.grid_hw == (4, 4)
+    tokens = apply_masks(enc.patch_embed(x), m)
+    for blk in enc.blocks:
+        tokens = blk(tokens, m, (4, 4))  # indices + grid, the pre-refactor call
+    torch.testing.assert_close(enc(x, m), enc.norm(tokens), rtol=0, atol=1e-6)
+
+
+def test_frame_by_frame_is_an_encoder():
+    from jepa_core.nn import VisionTransformer
+    from jepa_video.nn import FrameByFrame
+
+    torch.manual_seed(0)
+    image = VisionTransformer(img_size=16, patch_size=4, embed_dim=D, depth=3, num_heads=HEADS).eval()
+    fbf = FrameByFrame(image, stride=2)
+    assert isinstance(fbf, BlockwiseEncoder) and (fbf.depth, fbf.num_heads, fbf.embed_dim) == (3, HEADS, D)
+    assert fbf.blocks is image.blocks and fbf.norm is image.norm
+    assert "blocks.0.attn.qkv.weight" not in fbf.state_dict()  # only under image_encoder.*
+    clips = torch.randn(2, 3, 4, 16, 16)
+    with torch.no_grad():
+        layers = fbf(clips, return_layers=[1, 2])
+        assert len(layers) == 2
+        torch.testing.assert_close(layers[1], fbf(clips), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="masks"):
+        fbf(clips, masks=_masks(2, 4, 0))

@@ -248,3 +248,91 @@ def test_trainer_checkpoints_load_with_their_config(method, extra, tmp_path):
     ref = model.predictor.state_dict()
     assert set(out.predictor.state_dict()) == set(ref)
     assert all(torch.equal(v, ref[k]) for k, v in out.predictor.state_dict().items())
+
+
+# ---------------------------------------------------------------------------------------------
+# one description: loading infers the method's own config and builds through the pretraining builders
+
+
+@pytest.mark.parametrize("method, extra", [
+    ("vjepa", []),
+    ("vjepa", ["model.mlp_ratio=3.0", "model.pred_mlp_ratio=2.0", "model.uniform_power=false",
+               "model.num_mask_tokens=3", "model.pred_num_heads=4"]),
+    ("vjepa2", ["model.pred_num_heads=2"]),
+])
+def test_loading_infers_the_model_config_and_builds_the_pretraining_modules(method, extra, tmp_path):
+    from jepa_core.registry import get_method
+    from jepa_core.sizes import resolve_vit_size
+    from jepa_video.nn import VIDEO_VIT_SIZES
+    from jepa_video.pretrained import infer_config
+
+    spec = get_method(method)
+    cfg = spec.load_config("demo", overrides=["model.encoder=custom", "model.embed_dim=32", "model.depth=2",
+                                              "model.num_heads=2", "model.pred_depth=1", "model.pred_emb_dim=16",
+                                              "data.crop_size=32", "data.frames_per_clip=4", *extra])
+    model = spec.build_model(cfg)
+    with torch.no_grad():  # not the init: the loaded weights must be these (tables stay sin-cos)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.01)
+    obj = {p: P.add_prefix(getattr(model, p).state_dict(), "module.backbone.") for p in ("encoder", "predictor")}
+    obj["target_encoder"] = P.add_prefix(model.target_encoder.module.state_dict(), "module.backbone.")
+    torch.save(obj, tmp_path / "tiny.pt")
+    sizes = dict(img_size=32, num_frames=4) if method == "vjepa2" else {}  # RoPE files store no size
+    hints = dict(num_heads=2, pred_num_heads=cfg.model.pred_num_heads, **sizes)
+
+    parts = P.official_parts(torch.load(tmp_path / "tiny.pt", weights_only=True))
+    got, _ = infer_config(parts, method, **hints)
+    m, g = cfg.model, got.model
+    assert type(got) is type(cfg) and type(g) is type(m) and got.method == method
+    assert (got.data.crop_size, got.data.frames_per_clip) == (32, 4)
+    assert (resolve_vit_size(g.encoder, g.embed_dim, g.depth, g.num_heads, g.mlp_ratio, VIDEO_VIT_SIZES)
+            == resolve_vit_size(m.encoder, m.embed_dim, m.depth, m.num_heads, m.mlp_ratio, VIDEO_VIT_SIZES))
+    for f in ("patch_size", "tubelet_size", "in_chans", "pred_depth", "pred_emb_dim", "num_mask_tokens", "use_rope",
+              "uniform_power", "rope_fix_tiling"):
+        assert getattr(g, f) == getattr(m, f), f
+    assert (g.pred_num_heads, g.pred_mlp_ratio) == (m.pred_num_heads or 2, m.pred_mlp_ratio or 4.0)
+    assert P.expected_shapes(spec.build_model(got)) == P.expected_shapes(model)
+
+    out = load_pretrained(tmp_path / "tiny.pt", which="encoder", with_predictor=True, **hints)
+    assert out.info.method == method and out.info.arch["embed_dim"] == 32
+    assert P.expected_shapes(out.encoder) == P.expected_shapes(model.encoder)
+    assert P.expected_shapes(out.predictor) == P.expected_shapes(model.predictor)
+    assert type(out.encoder) is type(model.encoder) and type(out.predictor) is type(model.predictor)
+    x = torch.randn(1, 3, 4, 32, 32)
+    mc, mp = torch.tensor([[0, 1, 2, 5, 9, 17]]), torch.tensor([[3, 4, 30]])
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(out.encoder(x), model.encoder(x))
+        for i in range(2):
+            assert torch.equal(out.predictor(out.encoder(x, mc), mc, mp, mask_index=i),
+                               model.predictor(model.encoder(x, mc), mc, mp, mask_index=i))
+
+
+def test_released_sizes_are_named_in_the_inferred_config():
+    from jepa_video.nn import vjepa2_predictor, vjepa2_vit
+    from jepa_video.pretrained import infer_config
+
+    with torch.device("meta"):
+        parts = _meta_parts(vjepa2_vit("vit_giant_xformers", num_frames=64), vjepa2_predictor("vit_giant_xformers"))
+    cfg, _ = infer_config(parts, "vjepa2", path_hint="vitg-384.pt")
+    assert (cfg.model.encoder, cfg.model.embed_dim, cfg.model.pred_num_heads) == ("vit_giant_xformers", None, 12)
+    assert (cfg.data.crop_size, cfg.data.frames_per_clip, cfg.model.use_rope) == (384, 64, True)
+
+
+def test_the_video_converters_match_their_own_files():
+    from jepa_video.pretrained import VJEPA2_CONVERTER, VJEPA_CONVERTER, match_vjepa, match_vjepa2
+
+    assert P.find_converter(VJEPA)[0] is VJEPA_CONVERTER
+    assert P.find_converter(VJEPA2)[0] is VJEPA2_CONVERTER
+    assert P.find_converter(HF)[0] is VJEPA2_CONVERTER  # config.json model_type
+    assert P.find_converter(HF / "model.safetensors")[0] is VJEPA2_CONVERTER  # key names alone
+    assert {P.get_converter(n).package for n in ("vjepa", "vjepa2")} == {"jepa-video"}
+    image = Path(__file__).parents[2] / "jepa-image/tests/fixtures/ijepa_tiny.pth.tar"
+    if image.is_file():
+        view = P.view_checkpoint(P.read_checkpoint(image))
+        assert match_vjepa(view) == 0 and match_vjepa2(view) == 0
+    hf = P.view_checkpoint(P.read_checkpoint(HF))
+    assert match_vjepa2(hf) == 2.0 and match_vjepa(hf) == 0
+    # the loader's own choice uses the same rule; method= overrides it
+    assert VJEPA2_CONVERTER.load(VJEPA2, **V2).pretrained_info.method == "vjepa2"

@@ -1,4 +1,5 @@
-"""3-D sin-cos table of V-JEPA (reference B.1) and 3-D RoPE of V-JEPA 2 (reference C.1, part D 6)."""
+"""3-D sin-cos table of V-JEPA (jepa:src/models/utils/pos_embs.py) and 3-D RoPE of V-JEPA 2
+(vjepa2:src/models/utils/modules.py)."""
 
 from __future__ import annotations
 

@@ -61,19 +61,26 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("input", help="official .pth.tar / .pt, Hugging Face folder or file, jepa checkpoint")
     cv.add_argument("output", help="file to write (a folder for --to hf)")
     cv.add_argument("--to", default="ours", choices=["ours", "safetensors", "official", "hf"])
-    cv.add_argument("--method", choices=["ijepa", "vjepa", "vjepa2"], help="default: read from the file")
+    cv.add_argument("--method", metavar="NAME",
+                    help="converter to use (an installed method package's name; a wrong name lists them); "
+                         "default: the one the file records, else the one whose layout matches")
     cv.add_argument("--num-heads", type=int, help="encoder heads (needed for non-official widths)")
     cv.add_argument("--pred-num-heads", type=int, help="predictor heads (needed for non-official widths)")
     cv.add_argument("--img-size", type=int, help="resolution, for files that do not store it (RoPE)")
     cv.add_argument("--num-frames", type=int, help="clip length, for files that do not store it (RoPE)")
-    bn = sub.add_parser("bench", help="speed and memory benchmarks (optionally against official checkouts)")
-    from jepa_core.bench import add_arguments as _bench_arguments
-
-    _bench_arguments(bn)
+    # `jepa bench ...` goes to jepa_core.benchmark before parsing (main): its options are those of
+    # the installed packages' cases, so the bench machinery is imported only for that command.
+    sub.add_parser("bench", add_help=False, help="speed and memory benchmarks of the installed methods "
+                   "(`jepa bench --help`)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from jepa_core.benchmark import main as bench
+
+        return bench(argv[1:])
     parser = _parser()
     # Overrides may come before or after options (`--run-dir X a.b=1 --resume c.d=2`).
     args, extra = parser.parse_known_args(argv)
@@ -137,10 +144,6 @@ def main(argv: list[str] | None = None) -> int:
                            **{k: v for k, v in hints.items() if v})
             print(info.summary())
             print(f"wrote {args.output} ({args.to})")
-        elif args.command == "bench":
-            from jepa_core import bench
-
-            bench.write_report(args, bench.run(args, "jepa bench"))
     except (ConfigError, FileNotFoundError, CheckpointError) as e:
         print(f"jepa: error: {e}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@ with errors that name the key and list the valid ones."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -80,7 +81,6 @@ class TrainConfig:
     ``skip`` costs one host sync per step."""
     max_nonfinite: int = 100  # skip: stop when more steps than this were skipped in total
     max_nonfinite_consecutive: int = 5  # skip: stop when more than this were skipped in a row
-    inject_nan_steps: tuple[int, ...] = ()  # testing: the loss is made NaN at these (1-based) steps
     compile: bool = False  # torch.compile the training forward (jepa_core.optim.maybe_compile)
 
     def __post_init__(self) -> None:
@@ -90,8 +90,11 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation of frozen encoders (jepa-eval): run at the end of `jepa pretrain` and by
-    `jepa eval`. Protocols: linear, knn, attentive, lowshot, finetune."""
+    """Evaluation after `jepa pretrain` and by `jepa eval`, by the evaluator the method names
+    (``MethodSpec.evaluator``). ``enabled`` and the ``monitor_*`` keys are read by core; the
+    others are the settings of jepa-eval's ``probes`` evaluator (frozen-encoder protocols:
+    linear, knn, attentive, lowshot, finetune), which validates them before training. An
+    evaluator with other settings reads them from a section of the method's own config."""
 
     enabled: bool = True
     protocols: tuple[str, ...] = ("linear", "knn")
@@ -100,11 +103,11 @@ class EvalConfig:
     last_layers: int = 1  # mean-pool each of the last k layers and concatenate (1 = I-JEPA protocol)
     knn_k: tuple[int, ...] = (10, 20, 200)
     knn_temperature: float = 0.07
-    attentive_form: Literal["vjepa", "vjepa2"] = "vjepa2"
-    attentive_depth: int | None = None  # None: 1 (V-JEPA) or 4 (V-JEPA 2)
+    attentive_form: str = "vjepa2"  # the attentive probe's form; the evaluator checks it and lists the valid ones
+    attentive_depth: int | None = None  # None: the form's default depth
     attentive_epochs: int = 20
-    # Official: 4 per GPU x 64 GPUs = 256 (jepa:configs/evals, reference B.5); small labeled sets
-    # need small batches to give the probe enough steps (the video demo uses 16).
+    # Official: 4 per GPU x 64 GPUs = 256 (jepa:configs/evals/*.yaml); small
+    # labeled sets need small batches to give the probe enough steps (the video demo uses 16).
     attentive_batch_size: int = 64
     attentive_lrs: tuple[float, ...] = (5e-3, 3e-3, 1e-3, 3e-4, 1e-4)
     attentive_wds: tuple[float, ...] = (0.01, 0.1, 0.4, 0.8)
@@ -199,6 +202,27 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+RETIRED_KEYS: dict[str, str] = {
+    "train.inject_nan_steps": "NaN injection is a test hook now: Trainer(loss_hook=jepa_core.testing.nan_at_steps(...))",
+}
+"""Keys that configs no longer have, with what replaced them: a config that sets one fails
+with that hint; :func:`drop_retired_keys` removes them from configs saved by older runs."""
+
+
+def drop_retired_keys(data: dict) -> dict:
+    """A copy of ``data`` without the :data:`RETIRED_KEYS` (for the config of a run written by
+    an older version: its config.yaml or checkpoint)."""
+    out = copy.deepcopy(data)
+    for dotted in RETIRED_KEYS:
+        *path, last = dotted.split(".")
+        node = out
+        for p in path:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a nested dict; unknown keys and wrong types raise ConfigError."""
     hints = typing.get_type_hints(cls)
@@ -206,10 +230,9 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     unknown = [k for k in data if k not in names]
     if unknown:
         where = f"section {prefix!r}" if prefix else "the top level"
-        raise ConfigError(
-            f"unknown config key {'.'.join(filter(None, [prefix, unknown[0]]))!r} in {where}; "
-            f"valid keys: {', '.join(names)}"
-        )
+        key = ".".join(filter(None, [prefix, unknown[0]]))
+        hint = f" ({RETIRED_KEYS[key]})" if key in RETIRED_KEYS else ""
+        raise ConfigError(f"unknown config key {key!r} in {where}; valid keys: {', '.join(names)}{hint}")
     kwargs = {k: _coerce(v, hints[k], ".".join(filter(None, [prefix, k]))) for k, v in data.items()}
     return cls(**kwargs)
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from jepa_core.target import EMATarget
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -115,8 +117,9 @@ def resolve_strategy(strategy: str, info: DistInfo) -> str:
 class TrainableStep(torch.nn.Module):
     """What DDP wraps: the method's trainable modules, registered so that DDP sees (and
     all-reduces the gradients of) exactly their parameters, and a call of the method's own
-    training step. The method is held outside the module tree, so the EMA target encoder is
-    not part of DDP: it is neither broadcast nor given gradient hooks."""
+    training step. The method is held outside the module tree, so its target modules (the EMA
+    target encoder) are not part of DDP: they get no gradient hooks; the Trainer broadcasts
+    them once at setup (:func:`broadcast_module_state`)."""
 
     def __init__(self, method: torch.nn.Module):
         super().__init__()
@@ -139,19 +142,22 @@ def _block_lists(module: torch.nn.Module) -> list[torch.nn.Module]:
 def fully_shard_method(method: torch.nn.Module, device: torch.device, info: DistInfo) -> list:
     """Shard a method with FSDP2 (``torch.distributed.fsdp.fully_shard``) over all ranks.
 
-    Each transformer block, then each trainable module, is a ``fully_shard`` unit; the EMA
-    target's module is sharded the same way, so that target and online parameters have the
-    same local shards and the EMA update runs on them without communication. Methods named
-    ``forward_*`` (e.g. ``forward_multi``) are registered with ``register_fsdp_forward_method``
-    so that calling them gathers the parameters like ``forward`` does. Returns the root
-    modules of the trainable modules (for gradient-sync control).
+    Each transformer block, then each module of ``method.trainable_modules()`` and of
+    ``method.target_modules()``, is a ``fully_shard`` unit. An
+    :class:`~jepa_core.target.EMATarget` is sharded through its inner module, the same way as the
+    encoder it follows, so that target and online parameters have the same local shards and the
+    EMA update runs on them without communication. Methods named ``forward_*`` (e.g.
+    ``forward_multi``) are registered with ``register_fsdp_forward_method`` so that calling them
+    gathers the parameters like ``forward`` does. Returns the trainable modules (the roots whose
+    gradient sync the Trainer controls).
     """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     mesh = init_device_mesh(device.type, (info.world_size,))
     trainable = list(method.trainable_modules().values())
-    for module in [*trainable, method.target_encoder.module]:
+    targets = [t.module if isinstance(t, EMATarget) else t for t in method.target_modules().values()]
+    for module in [*trainable, *targets]:
         for block in reversed(_block_lists(module)):  # inner units first
             fully_shard(block, mesh=mesh)
         fully_shard(module, mesh=mesh)

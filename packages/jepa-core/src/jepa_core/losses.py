@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 def smooth_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """I-JEPA's loss: Huber with beta 1, mean over all elements (ijepa:src/train.py); the paper
-    writes L2, the code uses smooth-L1 (reference part D item 2)."""
+    writes L2 (I-JEPA paper, Section 3), the code uses smooth-L1."""
     return F.smooth_l1_loss(pred, target)
 
 

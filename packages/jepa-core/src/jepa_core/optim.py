@@ -1,4 +1,5 @@
-"""Optimizer parameter groups with the official no-decay rule."""
+"""Optimizer parameter groups with the official no-decay rule, and the default optimizer of
+:meth:`jepa_core.method.JEPAMethod.build_optimizer`."""
 
 from __future__ import annotations
 
@@ -32,6 +33,17 @@ def adamw_kwargs(device) -> dict:
     elsewhere. torch's default on CPU is a loop over parameters. Same update as the default
     implementation up to float rounding."""
     return {"fused": True} if torch.device(device).type in ("cuda", "cpu") else {"foreach": True}
+
+
+def official_adamw(modules: dict[str, nn.Module], optim_cfg, lr: float, device) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups` of ``modules`` with ``optim_cfg``'s betas, eps and start
+    weight decay, at learning rate ``lr`` (ijepa:src/helper.py ``init_opt``; the Trainer then sets
+    ``lr`` and ``weight_decay`` every step), in the fastest implementation for ``device``
+    (:func:`adamw_kwargs`)."""
+    return torch.optim.AdamW(
+        param_groups(modules), lr=lr, betas=optim_cfg.betas, eps=optim_cfg.eps,
+        weight_decay=optim_cfg.weight_decay, **adamw_kwargs(device),
+    )
 
 
 def maybe_compile(net: nn.Module, enabled: bool) -> nn.Module:

@@ -1,21 +1,24 @@
 """Shared machinery for loading released JEPA weights: file reading, format detection, prefix
 stripping, qkv split / merge, shape inference, key checks and the converter registry.
 
-The method-specific mappings live in ``jepa_image.pretrained`` (I-JEPA) and
-``jepa_video.pretrained`` (V-JEPA, V-JEPA 2); they register converters under the
-``jepa.converters`` entry-point group so that ``jepa convert`` (in this package, which cannot
-import them) can dispatch to them.
+This package knows no method. Each method package describes its checkpoints with a
+:class:`Converter` (a name, a ``match`` function that says whether a file is its own, and the
+``convert`` / ``load`` functions) and registers it under the ``jepa.converters`` entry-point
+group, or in-process with :func:`register_converter`. ``jepa convert`` and
+:func:`find_converter` read a file, describe it generically (:class:`CheckpointView`) and let
+the match functions decide which converter it belongs to; a name given by the user
+(``--method``) or recorded in the file wins.
 
-Formats recognised (reference A.6, B.6, C.6; the transformers conversion scripts):
+Formats recognised (the layouts the official training scripts save and the Hugging Face
+transformers conversion scripts write):
 
 - ``official``: a ``torch.save`` dict with ``encoder``, ``predictor``, ``target_encoder`` (plus
-  ``opt``, ``scaler``, ``epoch``, ...), each a DDP state dict: keys start with ``module.``
-  (I-JEPA, ijepa:src/train.py ``save_checkpoint``) or ``module.backbone.`` (V-JEPA and V-JEPA 2,
-  DDP over ``MultiMaskWrapper`` / ``MultiSeqWrapper``; jepa:app/vjepa/train.py,
-  vjepa2:app/vjepa/train.py). Once the prefix is stripped the names equal ours.
-- ``hf``: the Hugging Face transformers layout (``facebook/ijepa_*``, ``facebook/vjepa2-*``),
-  a flat tensor dict (``model.safetensors`` or ``pytorch_model.bin``, optionally beside a
-  ``config.json``) with separate query / key / value Linears.
+  ``opt``, ``scaler``, ``epoch``, ...), each a DDP state dict whose keys start with ``module.``
+  or ``module.backbone.`` (DDP over a wrapper); once the prefix is stripped the names equal ours.
+- ``hf``: a Hugging Face transformers layout, a flat tensor dict (``model.safetensors`` or
+  ``pytorch_model.bin``, optionally beside a ``config.json``) in transformers' ViT naming
+  (``encoder.layer.{i}.``, ``layers.{i}.``, ``embeddings.patch_embeddings.``, optionally under
+  the model's base prefix); the converters map it.
 - ``jepa-run``: the Trainer's ``step-N.pt`` / ``latest.pt`` (``model`` = the method's state dict,
   ``config`` = the run config; jepa_core.trainer ``save_checkpoint``).
 - ``jepa-weights``: what ``jepa convert --to ours`` writes (``model`` + ``arch``), as a torch
@@ -32,11 +35,13 @@ needs no extra package.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import struct
+import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,8 @@ import torch.nn.functional as F
 
 from jepa_core import checkpoint as ckpt
 from jepa_core.checkpoint import CheckpointError
+
+log = logging.getLogger(__name__)
 
 PARTS = ("encoder", "predictor", "target_encoder")
 
@@ -248,6 +255,11 @@ def _is_sd(x: Any) -> bool:
     return isinstance(x, Mapping) and len(x) > 0 and all(isinstance(v, torch.Tensor) for v in x.values())
 
 
+# transformers' ViT-family module names, optionally under the model's base prefix
+# (``<model_type>.``); our own names use ``blocks.{i}.`` and ``patch_embed.``.
+_HF_NAMES = re.compile(r"^(?:[A-Za-z0-9_]+\.)?(?:encoder\.layer\.\d+\.|layers\.\d+\.|embeddings\.patch_embeddings\.)")
+
+
 def detect_format(raw: RawCheckpoint) -> str:
     """``official``, ``hf``, ``jepa-run``, ``jepa-weights`` or ``state_dict`` (see the module doc)."""
     obj, meta = raw.obj, raw.meta
@@ -260,8 +272,7 @@ def detect_format(raw: RawCheckpoint) -> str:
         return "official"
     if _is_sd(obj):
         keys = list(obj)
-        if any(re.match(r"^(ijepa\.|vjepa2\.)?(encoder\.layer\.|layers\.\d+\.|embeddings\.patch_embeddings\.)", k)
-               for k in keys):
+        if any(_HF_NAMES.match(k) for k in keys) or isinstance(meta.get("hf_config"), Mapping):
             return "hf"
         if any(k.startswith(("encoder.", "target_encoder.", "predictor.")) for k in keys):
             return "jepa-weights"
@@ -275,7 +286,7 @@ def detect_format(raw: RawCheckpoint) -> str:
 
 def strip_prefixes(sd: Mapping[str, torch.Tensor], prefixes: Iterable[str] = ("module.", "backbone.")) -> dict:
     """Remove leading ``module.`` / ``backbone.`` (in any order, repeatedly) from every key, as the
-    official loaders do (vjepa2:src/hub/backbones.py ``_clean_backbone_key``; ijepa:src/helper.py)."""
+    official loaders do (their ``load_checkpoint`` helpers and the hub's ``_clean_backbone_key``)."""
     prefixes = tuple(prefixes)
     out = {}
     for k, v in sd.items():
@@ -295,7 +306,7 @@ def add_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> dict:
 
 def split_qkv(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows [0:D] = Q, [D:2D] = K, [2D:3D] = V of a fused ``qkv`` weight [3D, D] or bias [3D]
-    (ijepa:src/models/vision_transformer.py ``Attention``; the HF converters split it this way)."""
+    (the official ``Attention`` modules; the transformers conversion scripts split it this way)."""
     if t.shape[0] % 3:
         raise PretrainedError(f"a fused qkv tensor needs 3*D rows, got shape {tuple(t.shape)}")
     return tuple(t.chunk(3, dim=0))  # type: ignore[return-value]
@@ -343,8 +354,8 @@ def fuse_qkv(sd: Mapping[str, torch.Tensor], pattern: str, fmt: str) -> dict:
 # shape inference
 
 
-# Official widths -> heads (ijepa / jepa / vjepa2 src/models/vision_transformer.py; reference A.1,
-# B.1, C.1). 1408 is ViT-g: 16 heads in I-JEPA and V-JEPA, 22 in V-JEPA 2 (vit_giant_xformers).
+# Official widths -> heads (the size tables of the upstream src/models/vision_transformer.py
+# files). 1408 is ViT-g with 16 heads; a method whose ViT-g differs passes its own table.
 OFFICIAL_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
 OFFICIAL_MLP_RATIOS = {1408: 48 / 11}
 
@@ -393,6 +404,80 @@ def shape_of(sd: Mapping[str, torch.Tensor], key: str, what: str) -> tuple[int, 
             f"{what}: no {key!r} in the weights (found {len(sd)} keys, e.g. {_short(near or sd, 5)})"
         )
     return tuple(sd[key].shape)
+
+
+def encoder_weights(parts: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The ``encoder`` weights of ``parts``, else the ``target_encoder`` ones (same shapes);
+    an error if the file holds neither."""
+    enc = parts.get("encoder") or parts.get("target_encoder")
+    if not enc:
+        raise PretrainedError("no encoder weights in the file")
+    return dict(enc)
+
+
+def patch_embedding_rank(parts: Mapping[str, Mapping[str, torch.Tensor]]) -> int:
+    """The rank of ``patch_embed.proj.weight`` (4: a Conv2d patch embedding, 5: a Conv3d tubelet
+    one), 0 if the encoder has none. What converters' match functions start from."""
+    enc = parts.get("encoder") or parts.get("target_encoder") or {}
+    w = enc.get("patch_embed.proj.weight")
+    return int(w.ndim) if isinstance(w, torch.Tensor) else 0
+
+
+@dataclass(frozen=True)
+class ViTShape:
+    """What the weights of a ViT encoder say about it (:func:`infer_vit`)."""
+
+    embed_dim: int
+    in_chans: int
+    kernel: tuple[int, ...]  # patch embedding kernel: (patch, patch) or (tubelet, patch, patch)
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+
+    @property
+    def patch_size(self) -> int:
+        return self.kernel[-1]
+
+
+def infer_vit(
+    enc: Mapping[str, torch.Tensor],
+    rank: int,
+    what: str,
+    num_heads: int | None = None,
+    heads_table: Mapping[int, int] = OFFICIAL_HEADS,
+    wrong_rank: Mapping[int, str] | None = None,
+) -> ViTShape:
+    """The shared opening of every architecture inference: the patch embedding
+    (``patch_embed.proj.weight`` of ``rank`` 4 = Conv2d or 5 = Conv3d, square in space), the
+    number of ``blocks.{i}``, the heads (``num_heads`` or the official width table) and the MLP
+    ratio (from ``blocks.0.mlp.fc1``). ``wrong_rank`` maps another rank to the message that says
+    which loader to use instead (``{shape}`` in it is replaced by the weight's shape)."""
+    w = shape_of(enc, "patch_embed.proj.weight", what)
+    if len(w) != rank and wrong_rank and len(w) in wrong_rank:
+        raise PretrainedError(wrong_rank[len(w)].replace("{shape}", str(list(w))))
+    kind = "a square Conv2d patch embedding" if rank == 4 else "a Conv3d tubelet embedding"
+    if len(w) != rank or w[-1] != w[-2]:
+        raise PretrainedError(f"patch_embed.proj.weight {list(w)} is not {kind}")
+    dim, chans = w[0], w[1]
+    depth = block_count(enc, "blocks.")
+    if depth == 0:
+        raise PretrainedError("the encoder has no blocks.{i}.* weights")
+    hidden = shape_of(enc, "blocks.0.mlp.fc1.weight", what)[0]
+    heads = heads_for(dim, num_heads, what, heads_table)
+    return ViTShape(dim, chans, tuple(w[2:]), depth, heads, mlp_ratio_for(dim, hidden))
+
+
+def infer_predictor(
+    pred: Mapping[str, torch.Tensor], what: str, num_heads: int
+) -> tuple[int, int, int, float]:
+    """``(width, depth, heads, mlp_ratio)`` of a predictor with ``predictor_embed`` and
+    ``predictor_blocks.{i}``; ``num_heads`` is the head count to use (not stored in any file)."""
+    pdim = shape_of(pred, "predictor_embed.weight", what)[0]
+    pdepth = block_count(pred, "predictor_blocks.")
+    phidden = shape_of(pred, "predictor_blocks.0.mlp.fc1.weight", what)[0]
+    if pdim % num_heads:
+        raise PretrainedError(f"predictor width {pdim} is not divisible by {num_heads} heads; pass pred_num_heads=")
+    return pdim, pdepth, num_heads, mlp_ratio_for(pdim, phidden)
 
 
 def check_state_dict(
@@ -445,8 +530,8 @@ def resize_table_2d(table: torch.Tensor, old: tuple[int, int], new: tuple[int, i
 
 
 def resize_table_3d(table: torch.Tensor, old: tuple[int, int, int], new: tuple[int, int, int]) -> torch.Tensor:
-    """Trilinear resampling of a ``[1, T*H*W, D]`` table, as V-JEPA's ``interpolate_pos_encoding``
-    (jepa:src/models/vision_transformer.py)."""
+    """Trilinear resampling of a ``[1, T*H*W, D]`` table, as the official video encoders'
+    ``interpolate_pos_encoding`` does."""
     D = table.shape[-1]
     t = table.reshape(1, *old, D).permute(0, 4, 1, 2, 3).float()
     t = F.interpolate(t, size=new, mode="trilinear", align_corners=False)
@@ -523,22 +608,6 @@ def pick_encoder(parts: Mapping[str, Mapping[str, torch.Tensor]], which: str, no
     raise PretrainedError("the file holds no encoder weights (neither encoder nor target_encoder)")
 
 
-def guess_method(parts: Mapping[str, Mapping[str, torch.Tensor]]) -> str:
-    """``ijepa``, ``vjepa`` or ``vjepa2`` from the shapes (patch embedding, position table)."""
-    enc = parts.get("encoder") or parts.get("target_encoder") or {}
-    w = enc.get("patch_embed.proj.weight")
-    if w is None:
-        raise PretrainedError(
-            "no ViT encoder in the weights (no patch_embed.proj.weight after removing module./backbone. "
-            f"prefixes; found e.g. {_short(enc, 5)}): this is not an I-JEPA / V-JEPA / V-JEPA 2 checkpoint"
-        )
-    if w.ndim == 4:
-        return "ijepa"
-    if w.ndim == 5:
-        return "vjepa" if "pos_embed" in enc else "vjepa2"
-    raise PretrainedError(f"patch_embed.proj.weight has shape {tuple(w.shape)}: neither Conv2d nor Conv3d")
-
-
 def write_parts(
     parts: Mapping[str, Mapping[str, torch.Tensor]],
     arch: Mapping[str, Any],
@@ -574,55 +643,248 @@ def write_parts(
 # ---------------------------------------------------------------------------------------------
 # converter registry (entry points: jepa.converters)
 
-_LOCAL_CONVERTERS: dict[str, Callable] = {}
+ENTRY_POINT_GROUP = "jepa.converters"
 
 
-def register_converter(method: str, fn: Callable) -> None:
-    """``fn(raw: RawCheckpoint, out: Path, to: str, **hints) -> LoadInfo``."""
-    _LOCAL_CONVERTERS[method] = fn
+@dataclass
+class CheckpointView:
+    """A file as every converter's ``match`` function sees it: the generic :func:`detect_format`
+    result, the parts in our names where the layout is generic (``official``, ``jepa-*``,
+    ``state_dict``; empty for ``hf``, whose mapping only its converter knows), the converter
+    name a jepa file records, the Hugging Face ``config.json`` (if any) and the flat keys."""
+
+    raw: RawCheckpoint
+    format: str
+    parts: dict[str, dict[str, torch.Tensor]]
+    recorded: str = ""
+    hf_config: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self.raw.path
+
+    @property
+    def keys(self) -> list[str]:
+        """The top-level keys for flat layouts (``hf``, ``state_dict``, flat ``jepa-weights``)."""
+        return [k for k, v in self.raw.obj.items() if isinstance(v, torch.Tensor)]
+
+    @property
+    def encoder(self) -> dict[str, torch.Tensor]:
+        """The ``encoder`` (else ``target_encoder``) part; empty if there is none."""
+        return dict(self.parts.get("encoder") or self.parts.get("target_encoder") or {})
+
+    @property
+    def patch_rank(self) -> int:
+        """Rank of ``patch_embed.proj.weight`` (4: Conv2d, 5: Conv3d, 0: none)."""
+        return patch_embedding_rank(self.parts)
+
+
+def recorded_name(raw: RawCheckpoint, fmt: str) -> str:
+    """The method / converter name a jepa file records (``method`` of a ``jepa-weights`` file or of
+    a run's config); empty for other formats."""
+    if fmt not in ("jepa-run", "jepa-weights"):
+        return ""
+    cfg = raw.obj.get("config")
+    m = raw.obj.get("method") or raw.meta.get("method") or (cfg.get("method") if isinstance(cfg, Mapping) else None)
+    return str(m) if isinstance(m, str) else ""
+
+
+def view_checkpoint(raw: RawCheckpoint, fmt: str | None = None) -> CheckpointView:
+    """Describe ``raw`` for the match functions (see :class:`CheckpointView`)."""
+    fmt = fmt or detect_format(raw)
+    parts = {} if fmt == "hf" else canonical_parts(raw, fmt)[0]
+    hf_cfg = raw.meta.get("hf_config")
+    return CheckpointView(raw, fmt, parts, recorded_name(raw, fmt), dict(hf_cfg) if isinstance(hf_cfg, Mapping) else {})
+
+
+def _never(view: CheckpointView) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Converter:
+    """One method's checkpoints: how to recognise them and what to do with them.
+
+    - ``name``: what ``jepa convert --method`` and ``method=`` take, and what jepa files record;
+    - ``match(view: CheckpointView) -> bool | float``: whether (or how surely: the highest
+      positive score wins) a file is this method's; False / 0: not mine;
+    - ``convert(raw, out: Path, to: str, method: str, **hints) -> LoadInfo``: write ``raw`` as
+      ``ours``, ``safetensors``, ``official`` (or ``hf``, where the method has that layout);
+    - ``load(path, **kwargs)``: optional, the method's ``from_pretrained``;
+    - ``package``: the distribution that provides it (for messages).
+    """
+
+    name: str
+    match: Callable[[CheckpointView], bool | float]
+    convert: Callable[..., LoadInfo]
+    load: Callable[..., Any] | None = None
+    package: str = ""
+    description: str = ""
+
+    def label(self) -> str:
+        return f"{self.name} ({self.package})" if self.package else self.name
+
+
+_LOCAL_CONVERTERS: dict[str, Converter] = {}
+
+
+def register_converter(
+    converter: Converter | str,
+    convert: Callable[..., LoadInfo] | None = None,
+    *,
+    match: Callable[[CheckpointView], bool | float] | None = None,
+    load: Callable[..., Any] | None = None,
+    package: str = "",
+    description: str = "",
+) -> Converter:
+    """Register a converter in this process (it takes precedence over an installed one of the
+    same name): a :class:`Converter`, or ``register_converter(name, convert, match=...)``.
+    Without ``match``, an installed converter of the same name lends its match function (this
+    replaces only its ``convert``); otherwise the converter is used only when asked for by name.
+    Returns it."""
+    if not isinstance(converter, Converter):
+        if convert is None:
+            raise TypeError("register_converter(name, convert, match=...) needs the convert function")
+        name = str(converter)
+        if match is None:
+            installed = _entry_point_converters().get(name)
+            match = installed.match if installed is not None else _never
+        converter = Converter(name, match, convert, load, package, description)
+    _LOCAL_CONVERTERS[converter.name] = converter
+    return converter
+
+
+def unregister_converter(name: str) -> None:
+    """Remove an in-process converter (installed ones come back into view)."""
+    _LOCAL_CONVERTERS.pop(name, None)
+
+
+def _from_entry_point(ep: metadata.EntryPoint) -> Converter:
+    """The :class:`Converter` an entry point names. An entry point that names another object
+    (a package's convert function, as before converters were records) is resolved through its
+    module's ``CONVERTERS`` table; failing that, a callable becomes a by-name-only converter."""
+    obj = ep.load()
+    package = ep.dist.name if getattr(ep, "dist", None) is not None else ""
+    if not isinstance(obj, Converter):
+        table = getattr(sys.modules.get(getattr(obj, "__module__", "") or ""), "CONVERTERS", None)
+        if isinstance(table, Mapping) and isinstance(table.get(ep.name), Converter):
+            obj = table[ep.name]
+        elif callable(obj):
+            obj = Converter(ep.name, _never, obj)
+        else:
+            raise PretrainedError(f"entry point {ep.name} = {ep.value} is not a jepa_core.pretrained.Converter")
+    if obj.name != ep.name:
+        obj = replace(obj, name=ep.name)
+    return obj if obj.package else replace(obj, package=package)
+
+
+def _entry_point_converters(skip: Iterable[str] = ()) -> dict[str, Converter]:
+    out: dict[str, Converter] = {}
+    skip = set(skip)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in out or ep.name in skip:
+            continue
+        try:
+            out[ep.name] = _from_entry_point(ep)
+        except Exception as e:  # a broken plug-in must not hide the others
+            log.warning("skipping converter %s (%s): %s: %s", ep.name, ep.value, type(e).__name__, e)
+    return out
+
+
+def installed_converters() -> dict[str, Converter]:
+    """Every converter: the ``jepa.converters`` entry points, then the in-process ones (which
+    replace installed ones of the same name). An entry point that fails to load is skipped with a
+    warning."""
+    out = _entry_point_converters(skip=_LOCAL_CONVERTERS)
+    out.update(_LOCAL_CONVERTERS)
+    return dict(sorted(out.items()))
 
 
 def converters() -> list[str]:
-    eps = {ep.name for ep in metadata.entry_points(group="jepa.converters")}
-    return sorted(eps | set(_LOCAL_CONVERTERS))
+    """The names of the installed converters."""
+    return list(installed_converters())
 
 
-def get_converter(method: str) -> Callable:
-    if method in _LOCAL_CONVERTERS:
-        return _LOCAL_CONVERTERS[method]
-    eps = {ep.name: ep for ep in metadata.entry_points(group="jepa.converters")}
-    if method not in eps:
-        pkg = "jepa-image" if method == "ijepa" else "jepa-video"
+def _installed_text(convs: Mapping[str, Converter]) -> str:
+    return ", ".join(c.label() for c in convs.values()) or "none (install a method package, e.g. jepa-image)"
+
+
+def get_converter(name: str) -> Converter:
+    """The converter called ``name``; a clear error listing the installed ones otherwise."""
+    convs = installed_converters()
+    if name not in convs:
         raise PretrainedError(
-            f"no converter for {method!r} is installed (installed: {', '.join(converters()) or 'none'}); "
-            f"pip install {pkg}"
+            f"no converter named {name!r} is installed (installed: {_installed_text(convs)}); "
+            "pass one of these names (--method NAME / method=NAME), or install the package that provides it"
         )
-    return eps[method].load()
+    return convs[name]
 
 
-def raw_method(raw: RawCheckpoint, fmt: str) -> str:
-    """The method a file is for: recorded in jepa files, else guessed from the shapes."""
-    if fmt in ("jepa-run", "jepa-weights"):
-        m = raw.obj.get("method") or raw.meta.get("method") or (raw.obj.get("config") or {}).get("method")
-        if m:
-            return str(m)
-    if fmt == "hf":
-        cfg = raw.meta.get("hf_config") or {}
-        mt = cfg.get("model_type")
-        if mt in ("ijepa", "vjepa2"):
-            return mt
-        return "vjepa2" if any(".embeddings.patch_embeddings.proj." in k or k.startswith("predictor.")
-                               for k in raw.obj) else "ijepa"
-    if fmt == "official":
-        return guess_method(official_parts(raw.obj))
-    if fmt == "jepa-weights":
-        return guess_method(jepa_parts(raw.obj))
-    return guess_method({"encoder": strip_prefixes(raw.obj)})
+def _describe(view: CheckpointView) -> str:
+    if view.format == "hf":
+        mt = view.hf_config.get("model_type")
+        return f"a Hugging Face checkpoint{f' (model_type {mt!r})' if mt else ''}, keys e.g. {_short(view.keys, 4)}"
+    enc = view.encoder
+    if enc:
+        w = enc.get("patch_embed.proj.weight")
+        pe = f"patch_embed.proj.weight {list(w.shape)}" if isinstance(w, torch.Tensor) else "no patch_embed.proj.weight"
+        return f"a {view.format} checkpoint with parts {', '.join(view.parts)} ({pe})"
+    return f"a {view.format} checkpoint without encoder weights (keys e.g. {_short(view.keys or view.raw.obj, 4)})"
+
+
+def match_converters(view: CheckpointView, convs: Mapping[str, Converter] | None = None) -> dict[str, float]:
+    """Each converter's match score for ``view`` (0: no match). A match function that raises
+    counts as no match (logged)."""
+    convs = installed_converters() if convs is None else convs
+    scores = {}
+    for name, c in convs.items():
+        try:
+            scores[name] = float(c.match(view) or 0.0)
+        except Exception as e:
+            log.warning("converter %s: match failed on %s: %s: %s", name, view.path, type(e).__name__, e)
+            scores[name] = 0.0
+    return scores
+
+
+def find_converter(src: str | Path | RawCheckpoint, method: str | None = None) -> tuple[Converter, RawCheckpoint]:
+    """The converter for a file: ``method`` if given, else the name the file records, else the
+    one whose match function scores highest. Errors list the installed converters and say how to
+    pick one when none or several match."""
+    convs = installed_converters()
+    if method:
+        conv = get_converter(method)
+        raw = src if isinstance(src, RawCheckpoint) else read_checkpoint(src)
+        return conv, raw
+    raw = src if isinstance(src, RawCheckpoint) else read_checkpoint(src)
+    view = view_checkpoint(raw)
+    if view.recorded:
+        if view.recorded not in convs:
+            raise PretrainedError(
+                f"{raw.path!r} was written for {view.recorded!r}, but no converter of that name is installed "
+                f"(installed: {_installed_text(convs)}); install the package that provides it, or pass --method"
+            )
+        return convs[view.recorded], raw
+    scores = match_converters(view, convs)
+    best = max(scores.values(), default=0.0)
+    winners = [n for n, sc in scores.items() if sc > 0 and sc == best]
+    if not winners:
+        raise PretrainedError(
+            f"no installed converter recognises {raw.path!r} ({_describe(view)}); installed: {_installed_text(convs)}; "
+            "if it is one of these methods' checkpoints, pick the converter with --method NAME (method=NAME)"
+        )
+    if len(winners) > 1:
+        raise PretrainedError(
+            f"{raw.path!r} ({_describe(view)}) matches several converters: "
+            f"{', '.join(convs[n].label() for n in winners)}; pick one with --method NAME (method=NAME) "
+            f"(installed: {_installed_text(convs)})"
+        )
+    return convs[winners[0]], raw
 
 
 def convert(src: str | Path, dst: str | Path, to: str = "ours", method: str | None = None, **hints) -> LoadInfo:
-    """Convert a checkpoint between formats (what ``jepa convert`` runs)."""
-    raw = read_checkpoint(src)
-    fmt = detect_format(raw)
-    method = method or raw_method(raw, fmt)
-    return get_converter(method)(raw, Path(dst), to, method=method, **hints)
+    """Convert a checkpoint between formats (what ``jepa convert`` runs): the converter is
+    :func:`find_converter`'s choice."""
+    if method:
+        get_converter(method)  # a wrong name fails before the file is read
+    conv, raw = find_converter(src, method)
+    return conv.convert(raw, Path(dst), to, method=conv.name, **hints)

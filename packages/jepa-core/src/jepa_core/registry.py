@@ -1,8 +1,34 @@
 """Methods, presets and evaluators of installed packages, found through entry points.
 
 A package registers a :class:`MethodSpec` under the ``jepa.methods`` entry-point group
-(``ijepa = "jepa_image.ijepa:SPEC"``) and evaluators under ``jepa.evaluators``. Nothing is
+(``ijepa = "jepa_image.ijepa:SPEC"``) and evaluators under ``jepa.evaluators``; code that is
+not an installed package calls :func:`register_method` / :func:`register_evaluator`. Nothing is
 imported until asked for, so ``import jepa_core`` stays light.
+
+Evaluators
+----------
+The evaluator that ``MethodSpec.evaluator`` names (default ``"probes"``, jepa-eval's frozen-
+encoder probes; None: no evaluation) is called on rank 0 after `jepa pretrain` and by
+`jepa eval`, with keyword arguments after the first four::
+
+    evaluator(spec, cfg, model, device, out_dir=..., run_dir=...) -> dict | None
+
+- ``spec``: the :class:`MethodSpec`; ``cfg``: the run's config (its ``eval`` section, or a
+  section of the method's own config, holds the evaluator's settings);
+- ``model``: the trained :class:`~jepa_core.method.JEPAMethod`, whole (gathered if it was
+  sharded) and on ``device``: an encoder evaluator calls ``model.eval_encoder()``, a generative
+  one its own sampling method;
+- ``out_dir``: a folder for result files (``<run>/eval``), or None for none; ``run_dir``: the
+  run folder (its metrics.csv), or None.
+
+It returns ``{"results": JSON-able dict, "markdown": str}`` (optionally ``"title"``, the
+heading of report.md's section), or None when it had nothing to evaluate. An evaluator may have
+a ``check_config(cfg)`` attribute: `jepa pretrain` calls it before training, so that a bad
+setting fails before the run rather than after it.
+
+The ``jepa.evaluators`` group also holds ``monitor`` (jepa-eval), another kind: a factory
+``make_monitor(dataset, eval_cfg) -> callback`` of the Trainer's collapse monitors, which
+`jepa pretrain` uses when ``eval.monitor_every > 0``; no method names it as its evaluator.
 """
 
 from __future__ import annotations
@@ -32,16 +58,24 @@ class MethodSpec:
 
     - ``build_model(cfg)``: the method module (a :class:`jepa_core.method.JEPAMethod`).
     - ``build_train_data(cfg, rank, world_size)``: ``(dataset, collate_fn)`` for pretraining.
-    - ``build_eval_data(cfg)``: ``(train_set, test_set)`` of ``(input, label)`` without
-      augmentation, for the probes at the end of a run; None if the method has no labels.
+    - ``evaluator``: the name of the evaluator run after pretraining and by `jepa eval` (see
+      the module docstring for its call); default ``"probes"`` (jepa-eval: linear / k-NN /
+      attentive probes of ``model.eval_encoder()``); None: the method is not evaluated.
     - ``presets_package``: the package whose ``presets/`` folder holds ``<name>_<preset>.yaml``.
     - ``on_run_start(cfg, run_dir, dataset)``: optional, e.g. to draw sample masks.
+
+    What the ``probes`` evaluator reads:
+
+    - ``build_eval_data(cfg)``: ``(train_set, test_set)`` of ``(input, label)`` without
+      augmentation; None if the method has no labels (then there is nothing to probe).
     - ``eval_tasks(cfg)``: optional, ``{task name: labels -> task labels}`` when the eval labels
       hold several tasks (the video demo: motion direction and object class); the probes are
       trained per task on features extracted once. None or ``{}``: the labels as they are.
     - ``eval_baselines(cfg, device, run_dir)``: optional, more frozen encoders to probe beside the
       pretrained and the randomly initialised one, ``{row name: encoder}`` (the video methods add
       an image encoder applied frame by frame).
+
+    ``build_eval_data`` also feeds the collapse monitors (``eval.monitor_every``).
     """
 
     name: str
@@ -55,6 +89,7 @@ class MethodSpec:
     on_run_start: Callable[[Any, Path, Any], None] | None = None
     eval_tasks: Callable[[Any], dict[str, Callable]] | None = None
     eval_baselines: Callable[[Any, Any, Path | None], dict[str, Any]] | None = None
+    evaluator: str | None = "probes"
     extra: dict = field(default_factory=dict)
 
     def preset_paths(self) -> dict[str, Path]:
@@ -71,10 +106,12 @@ class MethodSpec:
     def load_config(
         self, preset: str | None = None, file: str | Path | None = None, overrides: list[str] | None = None
     ) -> BaseConfig:
-        """Preset (default: ``default_preset``), then a YAML file, then dotted overrides."""
+        """Preset (default: ``default_preset``, when the method has presets and no ``file`` is
+        given), then a YAML file, then dotted overrides."""
         data: dict = {}
         presets = self.preset_paths()
-        preset = preset if preset is not None else (self.default_preset if file is None else None)
+        if preset is None and file is None and presets:
+            preset = self.default_preset
         if preset:
             if preset not in presets:
                 raise ConfigError(
@@ -98,6 +135,8 @@ def register_method(spec: MethodSpec) -> None:
 
 
 def register_evaluator(name: str, fn: Callable) -> None:
+    """Register an evaluator in this process under ``name`` (the module docstring gives its
+    call); it takes precedence over an installed one of the same name."""
     _LOCAL_EVALUATORS[name] = fn
 
 
@@ -132,3 +171,19 @@ def get_evaluator(name: str) -> Callable | None:
         return _LOCAL_EVALUATORS[name]
     eps = _entry_points("jepa.evaluators")
     return eps[name].load() if name in eps else None
+
+
+def require_evaluator(name: str, method: str | None = None) -> Callable:
+    """The evaluator registered under ``name``; a :class:`ConfigError` naming it, the installed
+    evaluators and the fix when there is none."""
+    fn = get_evaluator(name)
+    if fn is not None:
+        return fn
+    whose = f" (MethodSpec.evaluator of method {method!r})" if method else ""
+    installed = ", ".join(evaluators()) or "none"
+    provider = "jepa-eval (`pip install jepa-eval`)" if name == "probes" else "the package that provides it"
+    raise ConfigError(
+        f"evaluator {name!r}{whose} is not installed; installed evaluators: {installed}. "
+        f"Install {provider}, register it with jepa_core.registry.register_evaluator, "
+        "or set eval.enabled=false"
+    )

@@ -66,6 +66,7 @@ def pretrain(
 
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device)
+    evaluator = _find_evaluator(spec, cfg, warn=dist.is_main)  # before training: fail or warn early
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.train.seed)
@@ -126,8 +127,8 @@ def pretrain(
         return summary
     plot_metrics(run_dir / "metrics.csv", run_dir / "plots")
     evaluation = None
-    if cfg.eval.enabled and spec.build_eval_data is not None:
-        evaluation = evaluate_model(spec, cfg, model, trainer.device, out_dir=run_dir / "eval", run_dir=run_dir)
+    if evaluator is not None:
+        evaluation = evaluator(spec, cfg, model, trainer.device, out_dir=run_dir / "eval", run_dir=run_dir)
         if evaluation is not None:
             summary["evaluation"] = evaluation["results"]
             summary["evaluation_markdown"] = evaluation["markdown"]
@@ -135,30 +136,36 @@ def pretrain(
     return summary
 
 
+def _find_evaluator(spec: registry.MethodSpec, cfg, warn: bool = True):
+    """The evaluator to run after pretraining: None with ``eval.enabled=false`` or
+    ``spec.evaluator=None``, and (with a warning naming the fix) when it is not installed; its
+    ``check_config(cfg)``, when it has one, runs now, before training."""
+    if not cfg.eval.enabled or spec.evaluator is None:
+        return None
+    try:
+        evaluate = registry.require_evaluator(spec.evaluator, spec.name)
+    except ConfigError as e:
+        if warn:
+            log.warning("%s; training without the evaluation at the end", e)
+        return None
+    check = getattr(evaluate, "check_config", None)
+    if callable(check):
+        check(cfg)
+    return evaluate
+
+
 def evaluate_model(
     spec: registry.MethodSpec, cfg, model, device: torch.device, out_dir: Path | None = None, run_dir: Path | None = None
 ) -> dict | None:
-    """Frozen-encoder probes through the ``probes`` evaluator (jepa-eval), beside a randomly
-    initialised encoder of the same shape, the method's own baselines (``spec.eval_baselines``)
-    and, where meaningful, the raw inputs; per task when the method has several
-    (``spec.eval_tasks``). With
-    ``out_dir`` the evaluator writes results.json, results.md and plots there."""
-    evaluate = registry.get_evaluator("probes")
-    if evaluate is None:
-        log.warning("no evaluator installed: `pip install jepa-eval` to get probe accuracies after pretraining")
+    """Evaluate a trained ``model`` with the evaluator ``spec.evaluator`` names (see
+    :mod:`jepa_core.registry` for the call): ``{"results", "markdown"}``, or None when the
+    method has no evaluator or the evaluator had nothing to evaluate. With ``out_dir`` the
+    evaluator writes its files there. Raises :class:`ConfigError` when the evaluator is not
+    installed."""
+    if spec.evaluator is None:
         return None
-    train_set, test_set = spec.build_eval_data(cfg)
-    encoders = {"pretrained (EMA target)": model.eval_encoder()}
-    if cfg.eval.random_baseline:
-        with torch.random.fork_rng():
-            torch.manual_seed(cfg.train.seed + 1)
-            encoders["random init"] = spec.build_model(cfg).eval_encoder().to(device)
-    if spec.eval_baselines is not None:
-        encoders.update(spec.eval_baselines(cfg, device, run_dir))
-    tasks = spec.eval_tasks(cfg) if spec.eval_tasks is not None else None
-    kwargs = {"tasks": tasks} if tasks else {}
-    return evaluate(encoders, train_set, test_set, cfg.eval, device=device, seed=cfg.train.seed,
-                    out_dir=out_dir, run_dir=run_dir, **kwargs)
+    evaluate = registry.require_evaluator(spec.evaluator, spec.name)
+    return evaluate(spec, cfg, model, device, out_dir=out_dir, run_dir=run_dir)
 
 
 def write_report(run_dir: Path, cfg, summary: dict, evaluation: dict | None) -> Path:
@@ -178,7 +185,7 @@ def write_report(run_dir: Path, cfg, summary: dict, evaluation: dict | None) -> 
         "",
     ]
     if evaluation is not None:
-        lines += ["## Evaluation (frozen encoders)", "", evaluation["markdown"], ""]
+        lines += [f"## {evaluation.get('title', 'Evaluation')}", "", evaluation["markdown"], ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -189,7 +196,13 @@ def load_run(path: str | Path, overrides: list[str] | None = None) -> dict[str, 
     our checkpoint files (it carries its config), built and loaded on CPU. Returns
     ``{"spec", "cfg", "model", "checkpoint", "step", "run_dir"}``."""
     from jepa_core import checkpoint as ckpt
-    from jepa_core.config import deep_merge, from_dict, load_yaml, parse_overrides
+    from jepa_core.config import (
+        deep_merge,
+        drop_retired_keys,
+        from_dict,
+        load_yaml,
+        parse_overrides,
+    )
 
     path = Path(path)
     if path.is_file():
@@ -205,6 +218,7 @@ def load_run(path: str | Path, overrides: list[str] | None = None) -> dict[str, 
             raise ConfigError(f"no readable checkpoint in {path / 'checkpoints'}")
     else:
         raise ConfigError(f"{path} is neither a run folder (no config.yaml in it) nor a checkpoint file")
+    data = drop_retired_keys(data)  # a run of an older version
     if overrides:
         data = deep_merge(data, parse_overrides(overrides))
     spec = registry.get_method(data.get("method", ""))
@@ -220,15 +234,18 @@ def evaluate_run(
     path: str | Path, overrides: list[str] | None = None, protocols: list[str] | None = None
 ) -> dict[str, Any]:
     """``jepa eval``: evaluate the newest readable checkpoint of a `jepa pretrain` run folder, or
-    one checkpoint file (ours: it carries its config). Results go to ``<run>/eval/``."""
+    one checkpoint file (ours: it carries its config), with the method's evaluator. Results go to
+    ``<run>/eval/``."""
     if protocols:
         overrides = list(overrides or []) + [f"eval.protocols=[{','.join(protocols)}]"]
     run = load_run(path, overrides)
     spec, cfg, run_dir = run["spec"], run["cfg"], run["run_dir"]
     device = resolve_device(cfg.train.device)
     model = run["model"].to(device)
+    if spec.evaluator is None:
+        raise ConfigError(f"method {spec.name!r} has no evaluator (its MethodSpec.evaluator is None)")
     evaluation = evaluate_model(spec, cfg, model, device, out_dir=run_dir / "eval", run_dir=run_dir)
     if evaluation is None:
-        raise ConfigError("no evaluator installed: pip install jepa-eval")
+        raise ConfigError(f"evaluator {spec.evaluator!r} found nothing to evaluate for method {spec.name!r}")
     return {"run_dir": str(run_dir), "checkpoint": str(run["checkpoint"]), "step": run["step"],
             "evaluation": evaluation["results"], "evaluation_markdown": evaluation["markdown"]}

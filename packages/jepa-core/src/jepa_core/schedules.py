@@ -52,7 +52,7 @@ class WarmupConstant:
 class LinearDecay:
     """Linear from ``ref`` towards ``final`` over ``T_max`` steps (vjepa2:src/utils/schedulers.py
     ``LinearDecaySchedule``, the V-JEPA 2 cooldown). With ``ipe_scale`` 1.25 the run stops at 80 %
-    of the way, so the cooldown LR ends near 1.06e-4, not 1e-6 (reference C.3)."""
+    of the way, so the cooldown LR ends near 1.06e-4, not 1e-6 (vjepa2:configs/train/vitl16/cooldown-256px-64f.yaml)."""
 
     ref: float
     final: float

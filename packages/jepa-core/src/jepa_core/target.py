@@ -11,7 +11,7 @@ from torch import nn
 
 def normalize_targets(h: torch.Tensor) -> torch.Tensor:
     """Parameter-free LayerNorm over the feature dim (eps 1e-5), applied after the target
-    encoder's own affine final norm (ijepa:src/train.py; reference part D item 1)."""
+    encoder's own affine final norm (ijepa:src/train.py, jepa:app/vjepa/train.py, vjepa2:app/vjepa/train.py)."""
     return F.layer_norm(h, (h.size(-1),))
 
 

@@ -9,6 +9,7 @@ callback, a launcher, a fault policy) exercises the real loop without a real mod
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ from jepa_core.data import CorruptSampleError, collate_stamped
 from jepa_core.method import JEPAMethod
 from jepa_core.target import EMATarget
 
-__all__ = ["LinearJEPA", "PointsDataset", "collate_points", "no_tf32"]
+__all__ = ["LinearJEPA", "PointsDataset", "collate_points", "nan_at_steps", "no_tf32", "tensor_digest"]
 
 
 class PointsDataset(Dataset):
@@ -71,6 +72,20 @@ class LinearJEPA(JEPAMethod):
         return {"loss": loss}
 
 
+def nan_at_steps(*steps: int):
+    """A ``Trainer(loss_hook=...)`` that makes the loss NaN at these 1-based optimizer steps
+    (every micro-batch of them), to test the non-finite policies of any method:
+
+        Trainer(..., loss_hook=nan_at_steps(3, 4))
+    """
+    bad = frozenset(steps)
+
+    def hook(step: int, loss: torch.Tensor) -> torch.Tensor:
+        return loss * float("nan") if step in bad else loss
+
+    return hook
+
+
 @contextlib.contextmanager
 def no_tf32():
     """Exact fp32 on CUDA inside the block: TF32 off for matmuls and cuDNN convolutions (cuDNN
@@ -81,3 +96,13 @@ def no_tf32():
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def tensor_digest(tensors) -> str:
+    """First 16 hex digits of the sha256 of the tensors' shapes and bytes, in order: a compact
+    recorded value for regression tests (e.g. the masks a collator draws for a given seed)."""
+    d = hashlib.sha256()
+    for t in tensors:
+        d.update(str(tuple(t.shape)).encode())
+        d.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return d.hexdigest()[:16]

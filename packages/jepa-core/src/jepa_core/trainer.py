@@ -1,7 +1,14 @@
 """The training loop shared by every method: devices, precision, DDP or FSDP2, gradient
-accumulation and clipping, per-iteration schedules, the EMA target update, checkpoints and
+accumulation and clipping, per-iteration schedules, the target update, checkpoints and
 resume, a NaN/inf policy, bad-sample accounting, progress and metrics. The method's own
-algorithm lives in its ``forward(batch)``."""
+algorithm lives in its ``forward(batch)``; the rest of what the loop needs from it comes
+through the :class:`~jepa_core.method.JEPAMethod` hooks.
+
+One step of :meth:`Trainer.fit`: ``_set_hyperparameters`` (schedules onto the optimizer's
+groups), ``_train_step`` (``_forward_backward`` over the micro-batches, ``_clip_gradients``,
+``_skip`` for the non-finite policy, optimizer step, ``update_target``), ``_log_row`` every
+``train.log_every`` steps, ``_maybe_checkpoint``; ``_prepare`` before the first step and
+``_finish`` after the last."""
 
 from __future__ import annotations
 
@@ -37,7 +44,7 @@ from jepa_core.distributed import (
     resolve_strategy,
 )
 from jepa_core.method import JEPAMethod
-from jepa_core.optim import adamw_kwargs, maybe_compile, param_groups
+from jepa_core.optim import maybe_compile
 from jepa_core.schedules import (
     CosineWD,
     LinearDecay,
@@ -79,6 +86,29 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class _Loop:
+    """What one ``fit`` call carries from step to step: the writers, and the sums over the
+    updates since the last logged row."""
+
+    metrics: MetricsWriter
+    rank_metrics: MetricsWriter | None
+    bar: Any
+    autocast: Any
+    nonfinite: torch.Tensor  # a kept update had a non-finite loss (stop policy: raise at the next row)
+    loss_sum: torch.Tensor
+    loss_count: int = 0  # micro-batches summed in loss_sum
+    extra_sums: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    t_start: float = 0.0
+    t_log: float = 0.0
+    step_at_log: int = 0
+    samples_at_log: int = 0
+    samples_at_start: int = 0
+    last_loss: float = float("nan")
+    consecutive_skips: int = 0
+
+
 def move_to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -96,6 +126,15 @@ class Trainer:
     (see :mod:`jepa_core.data`), and the checkpoint holds model, target, optimizer, step and
     RNG state, so ``fit(resume=True)`` continues exactly where a killed run stopped.
     Callbacks are called as ``cb(trainer, step, logs)`` after each logged step.
+
+    The Trainer knows a method only through the :class:`~jepa_core.method.JEPAMethod` hooks:
+    ``forward(batch)["loss"]``, ``trainable_modules()`` (wrapped, clipped),
+    ``target_modules()`` and ``update_target(m)`` (broadcast or sharded, then updated after each
+    optimizer step when there are any), ``build_optimizer(...)``.
+
+    ``loss_hook(step, loss) -> loss``: for tests of the fault policies, called on each
+    micro-batch's loss of (1-based) optimizer step ``step`` before the backward pass, e.g.
+    :func:`jepa_core.testing.nan_at_steps`.
     """
 
     def __init__(
@@ -111,8 +150,10 @@ class Trainer:
         pin_memory: bool = False,
         config_dict: dict | None = None,
         callbacks: list[Callable] | None = None,
+        loss_hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     ):
         self.model, self.dataset, self.collate_fn = model, dataset, collate_fn
+        self.loss_hook = loss_hook
         self.optim_cfg, self.train_cfg = optim, train
         self.run_dir = Path(run_dir)
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
@@ -124,7 +165,9 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------
 
     def _setup(self) -> None:
-        tc, oc = self.train_cfg, self.optim_cfg
+        """Device, process group and precision; the model on the device and wrapped for the
+        strategy; the optimizer (:meth:`JEPAMethod.build_optimizer`); the schedules."""
+        tc = self.train_cfg
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
         self.device = resolve_device(tc.device)
@@ -135,12 +178,23 @@ class Trainer:
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.model.to(self.device)
-        # Only the trainable modules go to the engine; the EMA target gets no gradients.
+        self.has_targets = bool(self.model.target_modules())
+        self._wrap_model()
+        accum = max(1, self.optim_cfg.grad_accum)
+        self.global_batch = self.batch_size * self.dist.world_size * accum
+        self._build_optimizer()
+        self._build_schedules()
+
+    def _wrap_model(self) -> None:
+        """Only the trainable modules go to the engine (DDP or FSDP2); the target modules get no
+        gradients: DDP leaves them out (broadcast once from rank 0), FSDP shards them alike."""
+        tc = self.train_cfg
         self.strategy = resolve_strategy(tc.strategy, self.dist)
         self.net: torch.nn.Module = self.model
         self.fsdp_roots: list = []
         if self.strategy == "ddp":
-            broadcast_module_state(self.model.target_encoder, self.dist)
+            for target in self.model.target_modules().values():
+                broadcast_module_state(target, self.dist)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DDP(TrainableStep(self.model), device_ids=ids)
         elif self.strategy == "fsdp":
@@ -150,13 +204,27 @@ class Trainer:
         elif tc.strategy != "auto":
             log.info("train.strategy=%s applies under torchrun; this is a single process", tc.strategy)
         self.net = maybe_compile(self.net, tc.compile)
+
+    def _lr_scale(self) -> float:
+        """Linear LR scaling by the global batch (``optim.lr_scale_batch``), else 1."""
+        oc = self.optim_cfg
+        return self.global_batch / oc.lr_scale_batch if oc.lr_scale_batch else 1.0
+
+    def _build_optimizer(self) -> None:
+        optimizer = self.model.build_optimizer(self.optim_cfg, self.optim_cfg.start_lr * self._lr_scale(), self.device)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"{type(self.model).__name__}.build_optimizer returned {type(optimizer).__name__}; it must return "
+                "a torch.optim.Optimizer over the trainable modules' parameters"
+            )
+        self.optimizer = optimizer
+
+    def _build_schedules(self) -> None:
+        """Per-iteration LR, weight-decay and (with targets) EMA-momentum schedules over
+        ``int(ipe_scale * epochs * ipe)`` steps (ijepa:src/train.py), ``ipe`` counting optimizer
+        steps (micro-batches / ``grad_accum``)."""
+        tc, oc = self.train_cfg, self.optim_cfg
         accum = max(1, oc.grad_accum)
-        self.global_batch = self.batch_size * self.dist.world_size * accum
-        lr_scale = self.global_batch / oc.lr_scale_batch if oc.lr_scale_batch else 1.0
-        self.optimizer = torch.optim.AdamW(
-            param_groups(self.model.trainable_modules()), lr=oc.start_lr * lr_scale, betas=oc.betas,
-            eps=oc.eps, weight_decay=oc.weight_decay, **adamw_kwargs(self.device),
-        )
         probe = StepBatchSampler(len(self.dataset), self.batch_size, 1, tc.seed, self.dist.rank, self.dist.world_size)
         loader_ipe = probe.steps_per_epoch // accum
         if loader_ipe < 1:
@@ -164,7 +232,8 @@ class Trainer:
         self.ipe = oc.ipe or loader_ipe
         T = schedule_length(oc.epochs, self.ipe, oc.ipe_scale)
         warm = int(oc.warmup * self.ipe)
-        start_lr, ref_lr, final_lr = oc.start_lr * lr_scale, oc.lr * lr_scale, oc.final_lr * lr_scale
+        scale = self._lr_scale()
+        start_lr, ref_lr, final_lr = oc.start_lr * scale, oc.lr * scale, oc.final_lr * scale
         if oc.lr_schedule == "cosine":
             self.lr_schedule = WarmupCosine(start_lr, ref_lr, final_lr, warm, T)
         elif oc.lr_schedule == "linear":
@@ -172,7 +241,8 @@ class Trainer:
         else:
             self.lr_schedule = WarmupConstant(start_lr, ref_lr, warm)
         self.wd_schedule = CosineWD(oc.weight_decay, oc.final_weight_decay, T)
-        self.momentum_schedule = LinearMomentum(oc.ema[0], oc.ema[1], T)
+        # The EMA momentum only matters for a method with target modules.
+        self.momentum_schedule = LinearMomentum(oc.ema[0], oc.ema[1], T) if self.has_targets else None
         self.warmup_steps = warm
         self.total_steps = int(oc.epochs * self.ipe)
         if oc.max_steps is not None:
@@ -320,6 +390,26 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> FitResult:
+        """Train to ``total_steps`` (resuming from the newest readable checkpoint with
+        ``resume``): per step, set the schedules' values, run the micro-batches and the update,
+        log a row every ``train.log_every`` steps and checkpoint every ``train.checkpoint_every``."""
+        self._prepare(resume)
+        data_iter = iter(self._loader(self.state.batches_consumed))
+        for step in range(self.state.step, self.total_steps):
+            hp = self._set_hyperparameters(step)
+            self._train_step(step, data_iter, hp)
+            self.state.step = step + 1
+            is_last = self.state.step == self.total_steps
+            if self.state.step % self.train_cfg.log_every == 0 or is_last:
+                self._log_row(step, hp)
+            if self._loop.bar is not None:
+                self._loop.bar.update(1)
+            self._maybe_checkpoint(step, is_last)
+        return self._finish()
+
+    def _prepare(self, resume: bool) -> None:
+        """Set up, clean interrupted checkpoint writes, resume, open the metrics writers and
+        start the per-fit accumulators (``self._loop``)."""
         self._setup()
         if self.dist.is_main:
             for p in ckpt.remove_stale_temp_files(self.ckpt_dir):
@@ -327,8 +417,7 @@ class Trainer:
         barrier(self.dist)
         if resume and not self._resume() and self.dist.is_main:
             log.info("no checkpoint in %s; starting from scratch", self.ckpt_dir)
-        tc, oc = self.train_cfg, self.optim_cfg
-        accum = max(1, oc.grad_accum)
+        tc = self.train_cfg
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         barrier(self.dist)
@@ -347,151 +436,181 @@ class Trainer:
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
         )
-        skip_mode = tc.nonfinite == "skip"
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        loss_sum = torch.zeros((), device=self.device)
-        loss_count = 0
-        extra_sums: dict[str, torch.Tensor | float] = {}
-        history: list[dict] = []
-        t_start = t_log = time.perf_counter()
-        step_at_log = self.state.step
-        samples_at_log = samples_at_start = self.state.samples_seen
-        last_loss = float("nan")
-        consecutive_skips = 0
+        now = time.perf_counter()
+        self._loop = _Loop(
+            metrics=metrics, rank_metrics=rank_metrics, bar=bar, autocast=autocast,
+            nonfinite=torch.zeros((), dtype=torch.bool, device=self.device),
+            loss_sum=torch.zeros((), device=self.device),
+            t_start=now, t_log=now, step_at_log=self.state.step,
+            samples_at_log=self.state.samples_seen, samples_at_start=self.state.samples_seen,
+        )
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.model.train()
-        data_iter = iter(self._loader(self.state.batches_consumed))
 
-        for step in range(self.state.step, self.total_steps):
-            lr, wd, m = self.lr_schedule.value(step), self.wd_schedule.value(step), self.momentum_schedule.value(step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-                if not group.get("WD_exclude", False):
-                    group["weight_decay"] = wd
-            inject = (step + 1) in tc.inject_nan_steps
-            step_bad = torch.zeros((), dtype=torch.bool, device=self.device)
-            step_loss = torch.zeros((), device=self.device)
-            step_extras: dict[str, torch.Tensor | float] = {}
-            for micro in range(accum):
-                batch = move_to(self._next_batch(data_iter), self.device)
-                last = micro == accum - 1
-                for root in self.fsdp_roots:
-                    root.set_requires_gradient_sync(last)
-                no_sync = isinstance(self.net, DDP) and not last
-                with self.net.no_sync() if no_sync else contextlib.nullcontext():
-                    with autocast:
-                        out = self.net(batch)
-                    loss = out["loss"]
-                    if inject:
-                        loss = loss * float("nan")
-                    scaled = loss.float() / accum
-                    (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-                step_bad |= ~torch.isfinite(loss.detach())
-                step_loss += loss.detach().float()
-                for k, v in out.items():
-                    if k != "loss":
-                        v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
-                        step_extras[k] = step_extras.get(k, 0.0) + v
+    def _set_hyperparameters(self, step: int) -> dict[str, float]:
+        """The schedules' values for update ``step`` (0-based), set on the optimizer's groups:
+        ``lr`` on all, ``weight_decay`` on those without ``WD_exclude``. Returns them (and the
+        EMA momentum when the method has targets) for the log."""
+        lr, wd = self.lr_schedule.value(step), self.wd_schedule.value(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if not group.get("WD_exclude", False):
+                group["weight_decay"] = wd
+        hp = {"lr": lr, "wd": wd}
+        if self.momentum_schedule is not None:
+            hp["momentum"] = self.momentum_schedule.value(step)
+        return hp
+
+    def _train_step(self, step: int, data_iter, hp: dict[str, float]) -> None:
+        """One optimizer step: the micro-batches' forward and backward, gradient clipping, the
+        non-finite policy, then the optimizer step and the target update, or (skip policy) no
+        update at all."""
+        step_bad, step_loss, step_extras = self._forward_backward(step, data_iter)
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        step_bad = self._clip_gradients(step, step_bad)
+        if self._skip(step_bad):
+            self.optimizer.zero_grad(set_to_none=True)
             if self.scaler:
-                self.scaler.unscale_(self.optimizer)
-            if oc.clip_grad is not None and step >= self.warmup_steps:
-                # Encoder and predictor clipped separately, after warm-up (jepa:app/vjepa/train.py).
-                for module in self.model.trainable_modules().values():
-                    norm = torch.nn.utils.clip_grad_norm_(module.parameters(), oc.clip_grad, foreach=True)
-                    if skip_mode:
-                        step_bad |= ~torch.isfinite(_full(norm))
-            skip = False
-            if skip_mode:
-                # One host sync per step, agreed by all ranks: every rank skips or none does.
-                skip = bool(all_reduce_sum(step_bad.float(), self.dist).item() > 0)
-            if skip:
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler:
-                    self.scaler.update()
-                self.state.skipped_nonfinite += 1
-                consecutive_skips += 1
-                self._check_skips(step, consecutive_skips)
-            else:
-                consecutive_skips = 0
-                if self.scaler:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.model.update_target(m)
-                nonfinite |= step_bad
-                loss_sum += step_loss
-                loss_count += accum
-                for k, v in step_extras.items():
-                    extra_sums[k] = extra_sums.get(k, 0.0) + v
-            self.state.step = step + 1
+                self.scaler.update()
+            self.state.skipped_nonfinite += 1
+            self._loop.consecutive_skips += 1
+            self._check_skips(step, self._loop.consecutive_skips)
+            return
+        self._loop.consecutive_skips = 0
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.has_targets:
+            self.model.update_target(hp["momentum"])
+        loop = self._loop
+        loop.nonfinite |= step_bad
+        loop.loss_sum += step_loss
+        loop.loss_count += max(1, self.optim_cfg.grad_accum)
+        for k, v in step_extras.items():
+            loop.extra_sums[k] = loop.extra_sums.get(k, 0.0) + v
 
-            is_last = self.state.step == self.total_steps
-            if self.state.step % tc.log_every == 0 or is_last:
-                local_loss = loss_sum / max(loss_count, 1)
-                mean_loss = all_reduce_mean(local_loss, self.dist)
-                if bool(all_reduce_mean(nonfinite.float(), self.dist).item() > 0):
-                    self._stop_nonfinite(step)
-                counts = all_reduce_sum(
-                    torch.tensor([self.state.bad_samples, self.state.samples_seen], dtype=torch.float64,
-                                 device=self.device), self.dist,
-                ).tolist()
-                last_loss = float(mean_loss) if loss_count else float("nan")
-                now = time.perf_counter()
-                dt = max(now - t_log, 1e-9)
-                local_rate = (self.state.samples_seen - samples_at_log) / dt
-                row = {
-                    "step": self.state.step,
-                    "epoch": round(self.state.step / self.ipe, 4),
-                    "loss": last_loss,
-                    "lr": lr,
-                    "wd": wd,
-                    "momentum": m,
-                    "samples_per_s": round(local_rate * self.dist.world_size, 2),
-                    "step_time_s": round(dt / max(self.state.step - step_at_log, 1), 5),
-                    "elapsed_s": round(now - t_start, 2),
-                    "bad_samples": int(counts[0]),
-                    "skipped_nonfinite": self.state.skipped_nonfinite,
-                    "peak_mem_mb": round(_peak_memory_mb(self.device), 1),
-                }
-                for k, v in extra_sums.items():
-                    row[k] = float(v) / max(loss_count, 1)
-                metrics.write(row)
-                if rank_metrics is not None:
-                    rank_metrics.write(dict(
-                        row, loss=float(local_loss) if loss_count else float("nan"),
-                        samples_per_s=round(local_rate, 2), bad_samples=self.state.bad_samples,
-                        rank=self.dist.rank,
-                    ))
-                history.append(row)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{row['samples_per_s']:.0f}",
-                                    refresh=False)
-                for cb in self.callbacks:
-                    cb(self, self.state.step, row)
-                loss_sum.zero_()
-                loss_count = 0
-                extra_sums = {}
-                t_log, samples_at_log, step_at_log = now, self.state.samples_seen, self.state.step
-            if bar is not None:
-                bar.update(1)
-            if self.state.step % tc.checkpoint_every == 0 or is_last:
-                if bool(all_reduce_mean(nonfinite.float(), self.dist).item() > 0):
-                    self._stop_nonfinite(step)
-                self.save_checkpoint()
-        if bar is not None:
-            bar.close()
-        metrics.close()
-        if rank_metrics is not None:
-            rank_metrics.close()
-        seconds = time.perf_counter() - t_start
+    def _forward_backward(self, step: int, data_iter) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """``grad_accum`` micro-batches: forward under autocast, backward of ``loss / accum``
+        (gradients synchronised on the last one only). Returns whether any loss was non-finite,
+        the sum of the losses and the sums of the other logged outputs."""
+        accum = max(1, self.optim_cfg.grad_accum)
+        step_bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        step_loss = torch.zeros((), device=self.device)
+        step_extras: dict[str, torch.Tensor | float] = {}
+        for micro in range(accum):
+            batch = move_to(self._next_batch(data_iter), self.device)
+            last = micro == accum - 1
+            for root in self.fsdp_roots:
+                root.set_requires_gradient_sync(last)
+            no_sync = isinstance(self.net, DDP) and not last
+            with self.net.no_sync() if no_sync else contextlib.nullcontext():
+                with self._loop.autocast:
+                    out = self.net(batch)
+                loss = out["loss"]
+                if self.loss_hook is not None:
+                    loss = self.loss_hook(step + 1, loss)
+                scaled = loss.float() / accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            step_bad |= ~torch.isfinite(loss.detach())
+            step_loss += loss.detach().float()
+            for k, v in out.items():
+                if k != "loss":
+                    v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+                    step_extras[k] = step_extras.get(k, 0.0) + v
+        return step_bad, step_loss, step_extras
+
+    def _clip_gradients(self, step: int, step_bad: torch.Tensor) -> torch.Tensor:
+        """With ``optim.clip_grad``, after warm-up: each trainable module's gradient norm clipped
+        separately (jepa:app/vjepa/train.py). Under the skip policy a non-finite norm marks
+        the step bad."""
+        clip = self.optim_cfg.clip_grad
+        if clip is not None and step >= self.warmup_steps:
+            for module in self.model.trainable_modules().values():
+                norm = torch.nn.utils.clip_grad_norm_(module.parameters(), clip, foreach=True)
+                if self.train_cfg.nonfinite == "skip":
+                    step_bad |= ~torch.isfinite(_full(norm))
+        return step_bad
+
+    def _skip(self, step_bad: torch.Tensor) -> bool:
+        """Skip policy: whether to drop this step's update. One host sync per step, agreed by all
+        ranks: every rank skips or none does. Stop policy: never (checked at the next log)."""
+        if self.train_cfg.nonfinite != "skip":
+            return False
+        return bool(all_reduce_sum(step_bad.float(), self.dist).item() > 0)
+
+    def _log_row(self, step: int, hp: dict[str, float]) -> None:
+        """A metrics row (means over the updates since the last row, all ranks), to metrics.csv,
+        TensorBoard / W&B, the progress bar and the callbacks. Stops on a non-finite loss."""
+        loop = self._loop
+        local_loss = loop.loss_sum / max(loop.loss_count, 1)
+        mean_loss = all_reduce_mean(local_loss, self.dist)
+        if bool(all_reduce_mean(loop.nonfinite.float(), self.dist).item() > 0):
+            self._stop_nonfinite(step)
+        counts = all_reduce_sum(
+            torch.tensor([self.state.bad_samples, self.state.samples_seen], dtype=torch.float64,
+                         device=self.device), self.dist,
+        ).tolist()
+        loop.last_loss = float(mean_loss) if loop.loss_count else float("nan")
+        now = time.perf_counter()
+        dt = max(now - loop.t_log, 1e-9)
+        local_rate = (self.state.samples_seen - loop.samples_at_log) / dt
+        row = {
+            "step": self.state.step,
+            "epoch": round(self.state.step / self.ipe, 4),
+            "loss": loop.last_loss,
+            **hp,
+            "samples_per_s": round(local_rate * self.dist.world_size, 2),
+            "step_time_s": round(dt / max(self.state.step - loop.step_at_log, 1), 5),
+            "elapsed_s": round(now - loop.t_start, 2),
+            "bad_samples": int(counts[0]),
+            "skipped_nonfinite": self.state.skipped_nonfinite,
+            "peak_mem_mb": round(_peak_memory_mb(self.device), 1),
+        }
+        for k, v in loop.extra_sums.items():
+            row[k] = float(v) / max(loop.loss_count, 1)
+        loop.metrics.write(row)
+        if loop.rank_metrics is not None:
+            loop.rank_metrics.write(dict(
+                row, loss=float(local_loss) if loop.loss_count else float("nan"),
+                samples_per_s=round(local_rate, 2), bad_samples=self.state.bad_samples, rank=self.dist.rank,
+            ))
+        loop.history.append(row)
+        if loop.bar is not None:
+            loop.bar.set_postfix(loss=f"{loop.last_loss:.4f}", lr=f"{hp['lr']:.2e}",
+                                 img_s=f"{row['samples_per_s']:.0f}", refresh=False)
+        for cb in self.callbacks:
+            cb(self, self.state.step, row)
+        loop.loss_sum.zero_()
+        loop.loss_count = 0
+        loop.extra_sums = {}
+        loop.t_log, loop.samples_at_log, loop.step_at_log = now, self.state.samples_seen, self.state.step
+
+    def _maybe_checkpoint(self, step: int, is_last: bool) -> None:
+        """Every ``train.checkpoint_every`` steps and at the end; never over a non-finite run."""
+        if self.state.step % self.train_cfg.checkpoint_every == 0 or is_last:
+            if bool(all_reduce_mean(self._loop.nonfinite.float(), self.dist).item() > 0):
+                self._stop_nonfinite(step)
+            self.save_checkpoint()
+
+    def _finish(self) -> FitResult:
+        loop = self._loop
+        if loop.bar is not None:
+            loop.bar.close()
+        loop.metrics.close()
+        if loop.rank_metrics is not None:
+            loop.rank_metrics.close()
+        seconds = time.perf_counter() - loop.t_start
+        samples = (self.state.samples_seen - loop.samples_at_start) * self.dist.world_size
         return FitResult(
-            steps=self.state.step, final_loss=last_loss, seconds=seconds,
-            samples_per_second=(self.state.samples_seen - samples_at_start) * self.dist.world_size / max(seconds, 1e-9),
-            run_dir=self.run_dir, bad_samples=self.state.bad_samples,
-            skipped_nonfinite=self.state.skipped_nonfinite, history=history,
+            steps=self.state.step, final_loss=loop.last_loss, seconds=seconds,
+            samples_per_second=samples / max(seconds, 1e-9), run_dir=self.run_dir,
+            bad_samples=self.state.bad_samples, skipped_nonfinite=self.state.skipped_nonfinite,
+            history=loop.history,
         )
 
     def _check_skips(self, step: int, consecutive: int) -> None:

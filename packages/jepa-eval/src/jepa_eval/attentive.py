@@ -1,7 +1,9 @@
 """Attentive probes on frozen token features: the V-JEPA probe and the V-JEPA 2 probe (v2),
 and a grid of probes trained in parallel over learning rate x weight decay.
 
-Written from the behaviour described in ``shared/reference/official-jepa.md`` (B.5, C.5, D.12);
+Written from the official probes and the evaluations that train them
+(jepa:src/models/attentive_pooler.py, jepa:evals/video_classification_frozen/eval.py;
+vjepa2:src/models/attentive_pooler.py, vjepa2:evals/video_classification_frozen/eval.py);
 parameter names follow the official probe checkpoints so that they load without renaming:
 
 * V-JEPA (jepa:src/models/attentive_pooler.py, probe files ``jepa/*/*-probe.pth.tar``, key
@@ -39,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 Form = Literal["vjepa", "vjepa2"]
 
-# V-JEPA 2 probe grid (vjepa2:configs/eval/*; reference C.5): 5 learning rates x 4 weight decays.
+# V-JEPA 2 probe grid (vjepa2:configs/eval/*, evals/video_classification_frozen/eval.py): 5 learning rates x 4 weight decays.
 DEFAULT_LRS: tuple[float, ...] = (5e-3, 3e-3, 1e-3, 3e-4, 1e-4)
 DEFAULT_WDS: tuple[float, ...] = (0.01, 0.1, 0.4, 0.8)
 # Probe blocks per form: V-JEPA depth 1 (jepa:evals/*), V-JEPA 2 ``num_probe_blocks: 4``.
@@ -52,9 +54,9 @@ class CrossAttention(nn.Module):
     ``q`` is Linear(D->D), ``kv`` Linear(D->2D) with the K rows first, then V (heads
     contiguous inside each), softmax(QK^T / sqrt(d_head)) V through SDPA. The output is the
     concatenation of the heads with **no output projection**: the V-JEPA form defines
-    ``proj`` Linear(D->D) but never applies it (jepa:src/models/utils/modules.py, reference B.5;
+    ``proj`` Linear(D->D) but never applies it (jepa:src/models/utils/modules.py;
     kept as a parameter so that official checkpoints load strictly); the V-JEPA 2 form has no
-    ``proj`` at all (vjepa2:src/models/utils/modules.py, reference C.5). ``use_proj`` only
+    ``proj`` at all (vjepa2:src/models/utils/modules.py). ``use_proj`` only
     decides whether that unused parameter exists.
     """
 
@@ -81,7 +83,7 @@ class CrossAttention(nn.Module):
 class CrossAttentionBlock(nn.Module):
     """``q <- q + xattn(q, norm1(x))``, then ``q <- q + mlp(norm2(q))``.
 
-    Only the tokens are normalised before the attention, not the queries (reference B.5).
+    Only the tokens are normalised before the attention, not the queries (jepa:src/models/utils/modules.py ``CrossAttentionBlock``).
     ``mlp`` is the GELU MLP of the encoder blocks (``fc1``, ``act``, ``fc2``).
     """
 
@@ -112,7 +114,7 @@ class AttentivePooler(nn.Module):
       (with the unused ``xattn.proj``). Only ``depth=1`` is supported: the official constructor
       cannot build deeper poolers (its block rescale loop fails), so no checkpoint has them.
       Init rescale: the cross block's ``xattn.proj`` and ``mlp.fc2`` weights / sqrt(2).
-    * ``form="vjepa2"`` (vjepa2:src/models/attentive_pooler.py, reference C.5): ``depth - 1``
+    * ``form="vjepa2"`` (vjepa2:src/models/attentive_pooler.py): ``depth - 1``
       self-attention ``Block`` s (``blocks``) run over the *token sequence* first, then one
       ``CrossAttentionBlock`` without ``proj``. Init rescale: block i (0-based) gets
       ``attn.proj`` and ``mlp.fc2`` / sqrt(2 (i + 1)); the cross block's ``mlp.fc2`` /
@@ -217,7 +219,8 @@ class AttentiveClassifier(nn.Module):
 
 
 def strip_ddp_prefix(state_dict: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
-    """Remove the DDP ``module.`` prefix of the official probe checkpoints (reference B.6, C.6)."""
+    """Remove the DDP ``module.`` prefix of the official probe checkpoints (``save_checkpoint`` in
+    jepa:evals/video_classification_frozen/eval.py and vjepa2:evals/video_classification_frozen/eval.py)."""
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
 
 
@@ -262,7 +265,8 @@ class AttentiveProbeResult:
     val_accuracy: float  # its validation accuracy, %
     test_accuracy: float | None  # its test accuracy, % (None without test tokens)
     # Test accuracy of every probe, for reference only: V-JEPA 2 reports the max over the grid
-    # on the evaluation set (reference C.5), an optimistic number; it is never used to select.
+    # on the evaluation set (vjepa2:evals/video_classification_frozen/eval.py ``run_one_epoch``),
+    # an optimistic number; it is never used to select.
     test_grid: dict[tuple[float, float], float] | None
     train_loss: dict[tuple[float, float], float]  # mean cross-entropy over the last epoch
     classifier: AttentiveClassifier  # the selected probe, on CPU, in eval mode
@@ -308,7 +312,7 @@ def train_attentive_probes(
     """Train one attentive probe per (lr, wd) of the grid, all on the same batches, and select
     the one with the best validation accuracy; score it (once) on the test tokens if given.
 
-    Protocol (V-JEPA 2, vjepa2:evals/video_classification_frozen/eval.py, reference C.5): every
+    Protocol (V-JEPA 2, vjepa2:evals/video_classification_frozen/eval.py): every
     probe has its own AdamW over all its parameters (no no-decay group), LR = its grid value
     from the first step (no warm-up) with a per-step cosine to 0 (jepa_core.schedules
     ``WarmupCosine``), constant weight decay, cross-entropy, no gradient clipping. Defaults:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from jepa_core.nn.interfaces import Encoder
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -21,16 +22,15 @@ def extract_features(
     ijepa issue #36) of every sample, as float32 on CPU, with the labels.
 
     ``last_layers=k > 1``: the mean-pooled outputs of each of the last k blocks (each through
-    the final norm), concatenated; needs an encoder that accepts ``return_layers`` (as
-    :class:`jepa_core.nn.VisionTransformer`). ``encoder=None`` gives the raw inputs, flattened
-    (the raw-pixel baseline).
+    the final norm), concatenated; needs a :class:`jepa_core.nn.interfaces.Encoder` (``depth``,
+    ``return_layers``). ``encoder=None`` gives the raw inputs, flattened (the raw-pixel baseline).
     """
     layers = None
     if encoder is not None and last_layers > 1:
-        depth = getattr(encoder, "depth", None)
-        if depth is None:
-            raise ValueError("last_layers > 1 needs an encoder with `depth` and `return_layers` (a jepa ViT)")
-        layers = list(range(depth - last_layers, depth))
+        if not isinstance(encoder, Encoder):
+            raise ValueError("last_layers > 1 needs an encoder with `depth` and `return_layers` "
+                             "(jepa_core.nn.interfaces.Encoder)")
+        layers = list(range(encoder.depth - last_layers, encoder.depth))
     if encoder is not None:
         was_training = encoder.training
         encoder.eval()

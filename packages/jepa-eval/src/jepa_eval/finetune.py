@@ -1,10 +1,10 @@
 """End-to-end fine-tuning of an encoder with a mean-pool + Linear head, in full or only its last
 k blocks.
 
-None of the official repos ships fine-tuning code (reference B.8: "Requests for fine-tuning code
-(none in the repo)"; vjepa2 issue #93). This is a minimal protocol: no mixup/cutmix, no
-layer-wise LR decay, no label smoothing (the MAE-style recipes use them); augmentation is
-whatever ``train_set`` applies.
+None of the official repos ships fine-tuning code (ijepa has no evaluation code; the evals/ of
+jepa and vjepa2 train probes on frozen backbones; vjepa2 issue #93). This is a minimal protocol:
+no mixup/cutmix, no layer-wise LR decay, no label smoothing (the MAE-style recipes use them);
+augmentation is whatever ``train_set`` applies.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from jepa_core.nn.interfaces import BlockwiseEncoder, Encoder
 from jepa_core.optim import param_groups
 from jepa_core.schedules import WarmupCosine
 from torch import nn
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 class PooledClassifier(nn.Module):
     """``encoder`` -> tokens ``[B, N, D]`` mean-pooled (features ``[B, D]`` used as they are)
     -> ``head`` Linear(D -> num_classes). Average pooling, no class token: the I-JEPA protocol
-    (ijepa issue #36; reference A.5)."""
+    (ijepa issue #36)."""
 
     def __init__(self, encoder: nn.Module, embed_dim: int, num_classes: int):
         super().__init__()
@@ -50,9 +51,8 @@ class FinetuneResult:
 
 
 def _embed_dim(encoder: nn.Module, sample: torch.Tensor, device) -> int:
-    dim = getattr(encoder, "embed_dim", None)
-    if isinstance(dim, int):
-        return dim
+    if isinstance(encoder, Encoder) and isinstance(encoder.embed_dim, int):
+        return encoder.embed_dim
     was = encoder.training
     encoder.eval()
     with torch.no_grad():
@@ -66,7 +66,13 @@ def _set_trainable(encoder: nn.Module, last_blocks: int | None, train_norm: bool
     ``pos_embed``) stay frozen in every mode."""
     if last_blocks is None:
         return
-    blocks = getattr(encoder, blocks_attr, None)
+    if blocks_attr == "blocks":
+        if not isinstance(encoder, BlockwiseEncoder):
+            raise ValueError("last_blocks needs an encoder with a ModuleList 'blocks' and a final 'norm' "
+                             "(jepa_core.nn.interfaces.BlockwiseEncoder), or pass blocks_attr=")
+        blocks, norm = encoder.blocks, encoder.norm
+    else:  # the caller names the block list of another kind of model
+        blocks, norm = getattr(encoder, blocks_attr, None), getattr(encoder, "norm", None)
     if not isinstance(blocks, (nn.ModuleList, nn.Sequential)):
         raise ValueError(f"last_blocks needs an encoder with a ModuleList {blocks_attr!r}")
     if not 0 <= last_blocks <= len(blocks):
@@ -74,8 +80,8 @@ def _set_trainable(encoder: nn.Module, last_blocks: int | None, train_norm: bool
     was = {id(p): p.requires_grad for p in encoder.parameters()}
     encoder.requires_grad_(False)
     trained = list(blocks)[len(blocks) - last_blocks :]
-    if train_norm and last_blocks > 0 and isinstance(getattr(encoder, "norm", None), nn.Module):
-        trained.append(encoder.norm)
+    if train_norm and last_blocks > 0 and isinstance(norm, nn.Module):
+        trained.append(norm)
     for m in trained:
         for p in m.parameters():
             p.requires_grad_(was[id(p)])

@@ -1,7 +1,7 @@
 """Low-shot linear probing: the linear probe on small class-balanced subsets of the labels.
 
 I-JEPA reports ImageNet-1K 1 % low-shot (about 12-13 images per class; I-JEPA paper,
-arXiv 2301.08243; reference A.5); here any fractions, over several random subsets, with mean and std.
+arXiv 2301.08243); here any fractions, over several random subsets, with mean and std.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 Trainer callback that tracks them during pretraining.
 
 Why monitor: a JEPA's loss is a proxy (it can fall while the representation collapses, or rise
-while it improves: vjepa2 issues #44, #56, #74 "usually a sign of partial collapse"; reference
-C.8), so the loss alone does not say whether training is healthy.
+while it improves: vjepa2 issues #44, #56, #74 "usually a sign of partial collapse"), so the loss alone does not say whether training is healthy.
 """
 
 from __future__ import annotations
@@ -27,8 +26,8 @@ log = logging.getLogger(__name__)
 # gives ~0.2-0.3 (mean-pooled tokens), on raw [0, 1] noise images ~0.02-0.04.
 STD_RATIO_THRESHOLD = 0.01
 # RankMe of features that all point the same way (rank one) is 1. Uncentred mean-pooled features
-# of small healthy encoders sit close to it too (a healthy 128-d I-JEPA demo run measured
-# 1.5-4.3, its random init about 1.7; see ../shared/reference/small-scale.md), so only values
+# of small healthy encoders sit close to it too (on our development machines a healthy 128-d
+# I-JEPA demo run measured 1.5-4.3, its random init about 1.7), so only values
 # indistinguishable from rank one set the flag.
 RANKME_THRESHOLD = 1.1
 

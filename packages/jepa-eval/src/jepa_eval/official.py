@@ -2,11 +2,11 @@
 
 - V-JEPA probes (``jepa/{vitl16,vith16,vith16-384}/*-probe.pth.tar``; jepa:evals/video_classification_frozen/
   eval.py ``save_checkpoint``): key ``classifier``, one DDP state dict (``module.`` prefix) of a
-  depth-1 pooler whose cross-attention keeps an unused ``xattn.proj`` (reference B.5, B.6).
+  depth-1 pooler whose cross-attention keeps an unused ``xattn.proj`` (jepa:src/models/utils/modules.py).
 - V-JEPA 2 probes (``vjepa2/evals/*.pt``; vjepa2:evals/video_classification_frozen/eval.py):
   key ``classifiers``, a list with one DDP state dict per probe of the lr x wd grid; the pooler
   runs ``depth - 1`` self-attention blocks (``pooler.blocks.{i}``) and one cross-attention block
-  without ``proj`` (reference C.5, C.6). The demo notebook uses probe ``[0]``.
+  without ``proj`` (vjepa2:src/models/attentive_pooler.py, src/models/utils/modules.py). The demo notebook uses probe ``[0]``.
 
 The form, depth, width, MLP ratio and class count come from the shapes; the head count is not
 stored, so it defaults to the official evals' 16 (``num_heads: 16`` in every probe config) and

@@ -1,6 +1,8 @@
 """The evaluators `jepa pretrain` and `jepa eval` call through jepa-core's registry (entry points
-``jepa.evaluators``): ``probes`` runs the configured protocols on frozen encoders with
-baselines; ``monitor`` builds the collapse-monitor callback for pretraining."""
+``jepa.evaluators``): ``probes`` (:func:`evaluate_encoders`) builds the table of frozen encoders
+of a trained method (its ``eval_encoder()``, a randomly initialised one, the method's own
+baselines) and runs the configured protocols on them (:func:`probe_encoders`); ``monitor``
+builds the collapse-monitor callback for pretraining."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import torch
 from jepa_core.config import ConfigError
+from jepa_core.nn.interfaces import Encoder
 from torch import nn
 
 from jepa_eval.features import extract_features
@@ -22,7 +25,60 @@ PROTOCOLS = ("linear", "knn", "attentive", "lowshot", "finetune")
 NEEDS_TOKENS = {"attentive", "finetune"}  # not meaningful for the raw-input baseline
 
 
-def evaluate_encoders(
+def evaluate_encoders(spec, cfg, model, device: torch.device | str = "cpu", out_dir: str | Path | None = None,
+                      run_dir: str | Path | None = None) -> dict | None:
+    """The ``probes`` evaluator (``MethodSpec.evaluator = "probes"``, the default; the call is
+    documented in :mod:`jepa_core.registry`): probe the frozen encoders of a trained method.
+
+    Rows: ``model.eval_encoder()`` ("pretrained (EMA target)" for a method with target modules,
+    else "pretrained"); with ``cfg.eval.random_baseline`` the same encoder freshly built
+    (``spec.build_model`` under seed ``train.seed + 1``); ``spec.eval_baselines(cfg, device,
+    run_dir)``; with ``cfg.eval.raw_baseline`` the raw inputs. Data: ``spec.build_eval_data(cfg)``;
+    labelings: ``spec.eval_tasks(cfg)``. Settings: ``cfg.eval``. Returns None (nothing to probe)
+    when the method has no ``build_eval_data``."""
+    if spec.build_eval_data is None:
+        log.info("method %r has no labeled evaluation data (MethodSpec.build_eval_data); no probes", spec.name)
+        return None
+    check_config(cfg)
+    train_set, test_set = spec.build_eval_data(cfg)
+    has_targets = bool(getattr(model, "target_modules", dict)())
+    encoders = {"pretrained (EMA target)" if has_targets else "pretrained": model.eval_encoder()}
+    if cfg.eval.random_baseline:
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.train.seed + 1)
+            encoders["random init"] = spec.build_model(cfg).eval_encoder().to(device)
+    if spec.eval_baselines is not None:
+        encoders.update(spec.eval_baselines(cfg, device, run_dir))
+    tasks = spec.eval_tasks(cfg) if spec.eval_tasks is not None else None
+    out = probe_encoders(encoders, train_set, test_set, cfg.eval, device=device, seed=cfg.train.seed,
+                         out_dir=out_dir, run_dir=run_dir, tasks=tasks or None)
+    out["title"] = "Evaluation (frozen encoders)"
+    return out
+
+
+def check_config(cfg) -> None:
+    """Validate the run's ``eval`` section for the probes (called by `jepa pretrain` before
+    training, as ``evaluate_encoders.check_config``): known protocols and attentive form."""
+    _check_eval(cfg.eval)
+
+
+evaluate_encoders.check_config = check_config  # type: ignore[attr-defined]
+
+
+def _check_eval(ev) -> None:
+    from jepa_eval.attentive import DEFAULT_DEPTH
+
+    unknown = [p for p in ev.protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"unknown evaluation protocol {unknown[0]!r}; valid: {', '.join(PROTOCOLS)}")
+    if ev.attentive_form not in DEFAULT_DEPTH:
+        raise ConfigError(
+            f"eval.attentive_form must be one of {', '.join(DEFAULT_DEPTH)} (the V-JEPA or the V-JEPA 2 "
+            f"attentive probe), got {ev.attentive_form!r}"
+        )
+
+
+def probe_encoders(
     encoders: dict[str, nn.Module],
     train_set,
     test_set,
@@ -43,10 +99,8 @@ def evaluate_encoders(
     probes are trained per task. Then ``results`` is ``{task: {encoder: metrics}}``, the markdown
     has a section per task, and each task's files go to ``out_dir/<task>/``.
     Returns ``{"results": {encoder: {metric: value}}, "markdown": table}`` (without tasks)."""
+    _check_eval(cfg)
     protocols = list(cfg.protocols)
-    unknown = [p for p in protocols if p not in PROTOCOLS]
-    if unknown:
-        raise ConfigError(f"unknown evaluation protocol {unknown[0]!r}; valid: {', '.join(PROTOCOLS)}")
     candidates: dict[str, nn.Module | None] = dict(encoders)
     if cfg.raw_baseline:
         candidates["raw pixels"] = None
@@ -158,7 +212,7 @@ def _attentive(enc, train_set, test_set, cfg, device, seed, tokens=None) -> tupl
     perm = torch.randperm(len(y_tr), generator=g)
     n_val = max(1, len(perm) // 10)
     val, fit = perm[:n_val], perm[n_val:]
-    heads = getattr(enc, "num_heads", None) or 1
+    heads = enc.num_heads if isinstance(enc, Encoder) and enc.num_heads else 1  # the probe reuses the encoder's heads
     res = train_attentive_probes(
         tok_tr[fit], y_tr[fit], tok_tr[val], y_tr[val], cfg.attentive_lrs, cfg.attentive_wds,
         tokens_test=tok_te, y_test=y_te, num_classes=int(max(y_tr.max(), y_te.max())) + 1, num_heads=heads,

@@ -1,10 +1,10 @@
 """I-JEPA (Assran et al., 2023): predict the representations of 4 target blocks of an image from
 one context block, in the space of an EMA target encoder.
 
-Faithful to the official code (facebookresearch/ijepa; reference part A): official ViT sizes
-and state-dict names, the I-JEPA predictor, the multi-block collator, smooth-L1 on
-layer-normed EMA targets, four AdamW parameter groups, warm-up + cosine LR, cosine WD 0.04 ->
-0.4, linear EMA 0.996 -> 1.
+Faithful to the official code (ijepa:src/train.py, src/helper.py, src/models/vision_transformer.py,
+src/masks/multiblock.py): official ViT sizes and state-dict names, the I-JEPA predictor, the
+multi-block collator, smooth-L1 on layer-normed EMA targets, four AdamW parameter groups,
+warm-up + cosine LR, cosine WD 0.04 -> 0.4, linear EMA 0.996 -> 1.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from jepa_core.nn import (
     repeat_interleave_batch,
 )
 from jepa_core.registry import MethodSpec
+from jepa_core.sizes import resolve_vit_size
 from jepa_core.target import EMATarget, normalize_targets
 
 from jepa_image import data as D
@@ -59,6 +60,8 @@ class IJEPAModelConfig:
     pred_depth: int = 12
     pred_emb_dim: int = 384
     pred_num_heads: int | None = None  # None: the encoder's head count, as the official helper
+    pred_mlp_ratio: float | None = None  # None: 4.0, as the official vit_predictor
+    pos_embed_order: Literal["wh", "hw"] = "wh"  # 2-D sin-cos order; I-JEPA: "wh" (column half first)
     drop_path_rate: float = 0.0
     loss: Literal["smooth_l1", "l2", "l1"] = "smooth_l1"
     activation_checkpointing: bool = False
@@ -80,6 +83,12 @@ class IJEPAConfig(BaseConfig):
 
 
 class IJEPA(JEPAMethod):
+    """I-JEPA training step over ``batch = {"images", "masks_enc", "masks_pred"}`` (the
+    multi-block collator's context and target masks, ``[B, K]`` each). The Trainer hooks are
+    :class:`~jepa_core.method.JEPAMethod`'s defaults: ``encoder`` and ``predictor`` trained with
+    the official AdamW groups, ``target_encoder`` the encoder's EMA and the one evaluated; targets
+    come from :meth:`targets`."""
+
     def __init__(self, encoder: VisionTransformer, predictor: VisionTransformerPredictor, loss: str = "smooth_l1",
                  activation_checkpointing: bool = False):
         super().__init__()
@@ -92,43 +101,52 @@ class IJEPA(JEPAMethod):
             enable_activation_checkpointing(self.predictor.predictor_blocks)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One I-JEPA step (paper Sec. 3; ijepa:src/train.py ``train_step``): the loss between
+        the predictor's output for each target block, given the context block, and the
+        target representations of those blocks."""
         images, masks_enc, masks_pred = batch["images"], batch["masks_enc"], batch["masks_pred"]
-        B = images.shape[0]
-        # Targets: the EMA encoder on the full image, layer-normed, gathered at each target block.
+        # Targets: what the predictor must output at each target block; no gradients.
         with torch.no_grad():
-            h = normalize_targets(self.target_encoder(images))
-            h = repeat_interleave_batch(apply_masks(h, masks_pred), B, repeat=len(masks_enc))
+            h = self.targets(images, masks_pred, len(masks_enc))
         # Context: the encoder sees only the context block; the predictor fills in the targets.
         z = self.encoder(images, masks_enc)
         z = self.predictor(z, masks_enc, masks_pred)
         loss = self.loss_fn(z, h)
         return {"loss": loss, "context_tokens": masks_enc[0].shape[1], "target_tokens": masks_pred[0].shape[1]}
 
+    def targets(self, images: torch.Tensor, masks_pred: list[torch.Tensor], n_context: int) -> torch.Tensor:
+        """The prediction targets, ``[len(masks_pred) * n_context * B, K, D]`` in the predictor's
+        output order: the EMA target encoder on the full image, layer-normed, gathered at each
+        target block, each repeated for the ``n_context`` context masks (ijepa:src/train.py
+        ``forward_target``). Called under ``torch.no_grad()``; a method that makes its targets
+        another way (e.g. DMT-JEPA) overrides this alone."""
+        h = normalize_targets(self.target_encoder(images))
+        return repeat_interleave_batch(apply_masks(h, masks_pred), images.shape[0], repeat=n_context)
+
 
 def build_encoder(m: IJEPAModelConfig, image_size: int) -> VisionTransformer:
-    if m.encoder == "custom":
-        if None in (m.embed_dim, m.depth, m.num_heads):
-            raise ValueError("model.encoder=custom needs model.embed_dim, model.depth and model.num_heads")
-        dim, depth, heads, ratio = m.embed_dim, m.depth, m.num_heads, m.mlp_ratio or 4.0
-    else:
-        if m.encoder not in VIT_SIZES:
-            raise ValueError(f"unknown model.encoder {m.encoder!r}; valid: {', '.join(VIT_SIZES)}, custom")
-        dim, depth, heads, ratio = VIT_SIZES[m.encoder]
-        dim, depth, heads = m.embed_dim or dim, m.depth or depth, m.num_heads or heads
-        ratio = m.mlp_ratio or ratio
+    """The encoder of ``m`` at ``image_size`` px (also what checkpoint loading builds,
+    :func:`jepa_image.pretrained.load_pretrained`)."""
+    dim, depth, heads, ratio = resolve_vit_size(m.encoder, m.embed_dim, m.depth, m.num_heads, m.mlp_ratio, VIT_SIZES)
     return VisionTransformer(
         img_size=image_size, patch_size=m.patch_size, in_chans=m.in_chans, embed_dim=dim, depth=depth,
-        num_heads=heads, mlp_ratio=ratio, drop_path_rate=m.drop_path_rate, pos_embed_order="wh",
+        num_heads=heads, mlp_ratio=ratio, drop_path_rate=m.drop_path_rate, pos_embed_order=m.pos_embed_order,
+    )
+
+
+def build_predictor(m: IJEPAModelConfig, encoder: VisionTransformer) -> VisionTransformerPredictor:
+    """The I-JEPA predictor of ``m`` on ``encoder``'s grid (heads default to the encoder's,
+    ijepa:src/helper.py ``init_model``)."""
+    return VisionTransformerPredictor(
+        num_patches=encoder.num_patches, embed_dim=encoder.embed_dim, predictor_embed_dim=m.pred_emb_dim,
+        depth=m.pred_depth, num_heads=m.pred_num_heads or encoder.num_heads, mlp_ratio=m.pred_mlp_ratio or 4.0,
+        drop_path_rate=m.drop_path_rate, pos_embed_order=m.pos_embed_order,
     )
 
 
 def build_model(cfg: IJEPAConfig) -> IJEPA:
     encoder = build_encoder(cfg.model, cfg.data.image_size)
-    predictor = VisionTransformerPredictor(
-        num_patches=encoder.num_patches, embed_dim=encoder.embed_dim, predictor_embed_dim=cfg.model.pred_emb_dim,
-        depth=cfg.model.pred_depth, num_heads=cfg.model.pred_num_heads or encoder.num_heads,
-        drop_path_rate=cfg.model.drop_path_rate, pos_embed_order="wh",
-    )
+    predictor = build_predictor(cfg.model, encoder)
     return IJEPA(encoder, predictor, cfg.model.loss, cfg.model.activation_checkpointing)
 
 

@@ -20,12 +20,22 @@ channels from ``patch_embed.proj.weight``, resolution from ``pos_embed`` (N = (i
 the 2-D table order by comparing ``pos_embed`` with both sin-cos orders (I-JEPA: column half
 first, ijepa:src/models/vision_transformer.py ``get_2d_sincos_pos_embed``), MLP ratio from
 ``fc1``, predictor width / depth from its Linears. Head counts are not stored in any file: they
-come from the official size table (ViT-g: 16 heads, reference A.1) or ``num_heads=``; the
-predictor uses the encoder's head count as ijepa:src/helper.py ``init_model`` does.
+come from the official size table (ViT-g: 16 heads, ijepa:src/models/vision_transformer.py
+``vit_giant``) or ``num_heads=``; the predictor uses the encoder's head count as
+ijepa:src/helper.py ``init_model`` does.
+
+One description of the architecture: the shapes are read into I-JEPA's own
+:class:`jepa_image.ijepa.IJEPAConfig` (``model`` + ``data.image_size``, :func:`infer_config`)
+and the modules are built by the pretraining builders, :func:`jepa_image.ijepa.build_encoder`
+and :func:`jepa_image.ijepa.build_predictor`. This module also provides the ``ijepa``
+:class:`jepa_core.pretrained.Converter` (entry point ``jepa.converters``): a file is I-JEPA's
+if its encoder has a 2-D (Conv2d) patch embedding, or if it is in the Hugging Face I-JEPA
+layout (``config.json`` ``model_type: ijepa``, or ViT key names).
 
 At another ``img_size`` the position tables are recomputed (exact: they are fixed sin-cos
-functions; the official ``interpolate_pos_encoding`` assumes a class token and fails there,
-reference A.1), or resampled bicubically if the stored table is not the analytic one.
+functions; the official ``interpolate_pos_encoding`` in ijepa:src/models/vision_transformer.py
+assumes a class token and fails there), or resampled bicubically if the stored table is not the
+analytic one.
 """
 
 from __future__ import annotations
@@ -33,24 +43,28 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from jepa_core import pretrained as P
-from jepa_core.nn import VisionTransformer, VisionTransformerPredictor
+from jepa_core.nn import VIT_SIZES, VisionTransformer, VisionTransformerPredictor
 from jepa_core.nn.pos_embed import sincos_2d
-from jepa_core.nn.vit import VIT_SIZES
-from jepa_core.pretrained import LoadInfo, PretrainedError
+from jepa_core.pretrained import CheckpointView, Converter, LoadInfo, PretrainedError
+from jepa_core.sizes import CUSTOM, config_num_heads, resolve_vit_size, vit_size_name
+
+from jepa_image import ijepa
+from jepa_image.ijepa import IJEPAConfig, IJEPAModelConfig
 
 log = logging.getLogger(__name__)
 
 METHOD = "ijepa"
 OFFICIAL_PREFIX = "module."  # DDP over the bare model (ijepa:src/train.py)
 
-__all__ = ["Pretrained", "from_pretrained", "load_pretrained", "convert", "hf_to_parts", "parts_to_hf",
-           "infer_arch"]
+__all__ = ["CONVERTER", "Pretrained", "arch_of", "config_from_arch", "convert", "from_pretrained", "hf_to_parts",
+           "infer_arch", "infer_config", "load_pretrained", "match", "parts_to_hf"]
 
 
 @dataclass
@@ -139,7 +153,7 @@ def _hints_from(stored: dict, run_cfg: dict, hf_cfg: dict) -> dict:
         h.update(num_heads=stored.get("num_heads"), pred_num_heads=stored.get("pred_num_heads"))
     if run_cfg:
         m = run_cfg.get("model") or {}
-        heads = m.get("num_heads") or (VIT_SIZES.get(m.get("encoder"), (0, 0, None))[2])
+        heads = config_num_heads(m, VIT_SIZES)
         h.update(num_heads=heads, pred_num_heads=m.get("pred_num_heads") or heads)
     if hf_cfg:
         h.update(num_heads=hf_cfg.get("num_attention_heads"))
@@ -156,67 +170,84 @@ def _order_of(table: torch.Tensor, dim: int, grid: int, notes: list[str], what: 
     return "wh", False
 
 
-def infer_arch(parts: dict, num_heads: int | None = None, pred_num_heads: int | None = None) -> tuple[dict, list[str]]:
-    """The I-JEPA architecture of ``parts`` (our names) from the tensor shapes; ``(arch, notes)``."""
+def infer_config(
+    parts: dict, num_heads: int | None = None, pred_num_heads: int | None = None
+) -> tuple[IJEPAConfig, list[str]]:
+    """I-JEPA's own config (``model`` and ``data.image_size``) of ``parts`` (our names), from the
+    tensor shapes; ``(config, notes)``. ``build_model(config)`` builds the same modules."""
     notes: list[str] = []
-    enc = parts.get("encoder") or parts.get("target_encoder")
-    if not enc:
-        raise PretrainedError("no encoder weights in the file")
-    w = P.shape_of(enc, "patch_embed.proj.weight", "I-JEPA encoder")
-    if len(w) == 5:
-        raise PretrainedError(
-            f"this is a video checkpoint (patch_embed.proj.weight is 5-D {list(w)}: a Conv3d tubelet embedding); "
-            "load it with jepa_video.from_pretrained"
-        )
-    if len(w) != 4 or w[2] != w[3]:
-        raise PretrainedError(f"patch_embed.proj.weight {list(w)} is not a square Conv2d patch embedding")
-    dim, chans, patch = w[0], w[1], w[2]
-    depth = P.block_count(enc, "blocks.")
-    if depth == 0:
-        raise PretrainedError("the encoder has no blocks.{i}.* weights")
-    hidden = P.shape_of(enc, "blocks.0.mlp.fc1.weight", "I-JEPA encoder")[0]
-    heads = P.heads_for(dim, num_heads, "I-JEPA encoder")
+    enc = P.encoder_weights(parts)
+    vit = P.infer_vit(enc, 4, "I-JEPA encoder", num_heads, wrong_rank={5: (
+        "this is a video checkpoint (patch_embed.proj.weight is 5-D {shape}: a Conv3d tubelet embedding); "
+        "load it with jepa_video.from_pretrained")})
+    dim, patch = vit.embed_dim, vit.patch_size
     pos = P.shape_of(enc, "pos_embed", "I-JEPA encoder")
     n = pos[1]
     grid = math.isqrt(n)
     if grid * grid != n or pos[2] != dim:
         raise PretrainedError(f"pos_embed {list(pos)} is not a square [1, N, {dim}] table")
-    order, analytic = _order_of(enc["pos_embed"], dim, grid, notes, "pos_embed")
-    arch = dict(method=METHOD, img_size=grid * patch, patch_size=patch, in_chans=chans, embed_dim=dim, depth=depth,
-                num_heads=heads, mlp_ratio=P.mlp_ratio_for(dim, hidden), pos_embed_order=order)
+    order, _ = _order_of(enc["pos_embed"], dim, grid, notes, "pos_embed")
+    name = vit_size_name(dim, vit.depth, vit.num_heads, vit.mlp_ratio, VIT_SIZES)
+    model = IJEPAModelConfig(
+        encoder=name or CUSTOM, patch_size=patch, in_chans=vit.in_chans, pos_embed_order=order,  # type: ignore[arg-type]
+        **({} if name else dict(embed_dim=dim, depth=vit.depth, num_heads=vit.num_heads, mlp_ratio=vit.mlp_ratio)),
+    )
     pred = parts.get("predictor")
     if pred:
         if "mask_tokens.0" in pred:
             raise PretrainedError("the predictor has mask_tokens.{i} (a V-JEPA predictor); load it with jepa_video")
-        pdim = P.shape_of(pred, "predictor_embed.weight", "I-JEPA predictor")[0]
-        pdepth = P.block_count(pred, "predictor_blocks.")
-        phidden = P.shape_of(pred, "predictor_blocks.0.mlp.fc1.weight", "I-JEPA predictor")[0]
-        pheads = pred_num_heads or heads  # ijepa:src/helper.py: num_heads=encoder.num_heads
-        if pdim % pheads:
-            raise PretrainedError(f"predictor width {pdim} is not divisible by {pheads} heads; pass pred_num_heads=")
+        # heads: the encoder's unless told (ijepa:src/helper.py init_model: num_heads=encoder.num_heads)
+        pdim, pdepth, pheads, pratio = P.infer_predictor(pred, "I-JEPA predictor", pred_num_heads or vit.num_heads)
         ppos = P.shape_of(pred, "predictor_pos_embed", "I-JEPA predictor")
         if ppos[1] != n:
             raise PretrainedError(f"predictor_pos_embed has {ppos[1]} positions, the encoder {n}")
-        arch.update(pred_embed_dim=pdim, pred_depth=pdepth, pred_num_heads=pheads,
-                    pred_mlp_ratio=P.mlp_ratio_for(pdim, phidden))
-    return arch, notes
+        model.pred_emb_dim, model.pred_depth, model.pred_num_heads, model.pred_mlp_ratio = pdim, pdepth, pheads, pratio
+    cfg = IJEPAConfig(model=model)
+    cfg.data.image_size = grid * patch
+    return cfg, notes
 
 
-def build_encoder(arch: dict, img_size: int | None = None) -> VisionTransformer:
-    return VisionTransformer(
-        img_size=img_size or arch["img_size"], patch_size=arch["patch_size"], in_chans=arch["in_chans"],
-        embed_dim=arch["embed_dim"], depth=arch["depth"], num_heads=arch["num_heads"], mlp_ratio=arch["mlp_ratio"],
-        pos_embed_order=arch["pos_embed_order"],
+def arch_of(cfg: IJEPAConfig, with_predictor: bool = True) -> dict:
+    """The flat architecture summary of ``cfg`` (what :class:`LoadInfo` reports and
+    ``jepa convert --to ours`` stores)."""
+    m = cfg.model
+    dim, depth, heads, ratio = resolve_vit_size(m.encoder, m.embed_dim, m.depth, m.num_heads, m.mlp_ratio, VIT_SIZES)
+    arch = dict(method=METHOD, img_size=cfg.data.image_size, patch_size=m.patch_size, in_chans=m.in_chans,
+                embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=ratio, pos_embed_order=m.pos_embed_order)
+    if with_predictor:
+        arch.update(pred_embed_dim=m.pred_emb_dim, pred_depth=m.pred_depth, pred_num_heads=m.pred_num_heads or heads,
+                    pred_mlp_ratio=m.pred_mlp_ratio or 4.0)
+    return arch
+
+
+def config_from_arch(arch: dict) -> IJEPAConfig:
+    """The inverse of :func:`arch_of`."""
+    model = IJEPAModelConfig(
+        encoder=CUSTOM, embed_dim=arch["embed_dim"], depth=arch["depth"], num_heads=arch["num_heads"],
+        mlp_ratio=arch["mlp_ratio"], patch_size=arch["patch_size"], in_chans=arch["in_chans"],
+        pos_embed_order=arch.get("pos_embed_order", "wh"),
     )
+    if "pred_embed_dim" in arch:
+        model.pred_emb_dim, model.pred_depth = arch["pred_embed_dim"], arch["pred_depth"]
+        model.pred_num_heads, model.pred_mlp_ratio = arch["pred_num_heads"], arch["pred_mlp_ratio"]
+    cfg = IJEPAConfig(model=model)
+    cfg.data.image_size = arch["img_size"]
+    return cfg
 
 
-def build_predictor(arch: dict, img_size: int | None = None) -> VisionTransformerPredictor:
-    grid = (img_size or arch["img_size"]) // arch["patch_size"]
-    return VisionTransformerPredictor(
-        num_patches=grid * grid, embed_dim=arch["embed_dim"], predictor_embed_dim=arch["pred_embed_dim"],
-        depth=arch["pred_depth"], num_heads=arch["pred_num_heads"], mlp_ratio=arch["pred_mlp_ratio"],
-        pos_embed_order=arch["pos_embed_order"],
-    )
+def infer_arch(parts: dict, num_heads: int | None = None, pred_num_heads: int | None = None) -> tuple[dict, list[str]]:
+    """:func:`infer_config` as the flat :func:`arch_of` dict; ``(arch, notes)``."""
+    cfg, notes = infer_config(parts, num_heads, pred_num_heads)
+    return arch_of(cfg, bool(parts.get("predictor"))), notes
+
+
+def build_modules(
+    cfg: IJEPAConfig, img_size: int | None = None, predictor: bool = True
+) -> tuple[VisionTransformer, VisionTransformerPredictor | None]:
+    """Encoder (and predictor) of ``cfg`` at ``img_size`` (default ``cfg.data.image_size``),
+    built by the pretraining builders (on the current default device, e.g. ``meta``)."""
+    encoder = ijepa.build_encoder(cfg.model, img_size or cfg.data.image_size)
+    return encoder, (ijepa.build_predictor(cfg.model, encoder) if predictor else None)
 
 
 def _resized(table: torch.Tensor, dim: int, old: int, new: int, order: str, notes: list[str], what: str):
@@ -229,10 +260,13 @@ def _resized(table: torch.Tensor, dim: int, old: int, new: int, order: str, note
     return P.resize_table_2d(table, (old, old), (new, new))
 
 
-def _validate(parts: dict, arch: dict) -> None:
+def _validate(parts: dict, cfg: IJEPAConfig | dict) -> None:
+    """Every key and shape of ``parts`` against the modules ``cfg`` (or an arch dict) builds."""
+    cfg = config_from_arch(cfg) if isinstance(cfg, dict) else cfg
     with torch.device("meta"):
-        enc = P.expected_shapes(build_encoder(arch))
-        pred = P.expected_shapes(build_predictor(arch)) if "pred_embed_dim" in arch else None
+        enc_m, pred_m = build_modules(cfg, predictor=bool(parts.get("predictor")))
+        enc = P.expected_shapes(enc_m)
+        pred = P.expected_shapes(pred_m) if pred_m is not None else None
     for p in ("encoder", "target_encoder"):
         if parts.get(p):
             P.check_state_dict(enc, parts[p], f"I-JEPA {p}", "is this an I-JEPA checkpoint?")
@@ -249,13 +283,14 @@ def _read(path_or_raw, **hints):
         raise PretrainedError(f"{raw.path!r} is a {m} checkpoint, not I-JEPA; load it with jepa_video.from_pretrained")
     h = _hints_from(stored, run_cfg, raw.meta.get("hf_config") or {})
     h.update({k: v for k, v in hints.items() if v})
-    arch, notes = infer_arch(parts, h.get("num_heads"), h.get("pred_num_heads"))
-    _validate(parts, arch)
-    info = LoadInfo(raw.path, fmt if raw.container != "hf-folder" else "hf", METHOD, arch=arch,
+    cfg, notes = infer_config(parts, h.get("num_heads"), h.get("pred_num_heads"))
+    _validate(parts, cfg)
+    info = LoadInfo(raw.path, fmt if raw.container != "hf-folder" else "hf", METHOD,
+                    arch=arch_of(cfg, bool(parts.get("predictor"))),
                     parts=tuple(p for p in P.PARTS if parts.get(p)), notes=notes, ignored=ignored)
     if fmt == "hf":
         info.notes.append("Hugging Face I-JEPA files hold one encoder: the official `encoder` (context) entry")
-    return raw, parts, info
+    return raw, parts, info, cfg
 
 
 def load_pretrained(
@@ -270,14 +305,18 @@ def load_pretrained(
 ) -> Pretrained:
     """Build the I-JEPA encoder (and predictor) of a checkpoint; see the module doc.
 
-    ``which``: ``target_encoder`` (the EMA encoder the official evaluations use, reference A.5)
-    or ``encoder`` (the context encoder, what the Hugging Face weights hold). ``img_size``: run
+    ``which``: ``target_encoder`` (the EMA encoder, what evaluations use) or ``encoder`` (the context encoder, what the Hugging Face weights hold). ``img_size``: run
     at another resolution (position tables recomputed). ``num_heads`` / ``pred_num_heads``: for
     non-official widths (the files store no head counts). ``dtype``: cast floating weights
     (None keeps the stored dtype).
     """
-    raw, parts, info = _read(path, num_heads=num_heads, pred_num_heads=pred_num_heads)
+    raw, parts, info, cfg = _read(path, num_heads=num_heads, pred_num_heads=pred_num_heads)
     arch = info.arch
+    if with_predictor and not parts.get("predictor"):
+        raise PretrainedError(
+            f"{info.path!r} holds no predictor ({info.format} layout: {', '.join(info.parts)}); "
+            "use with_predictor=False, or an official .pth.tar file"
+        )
     parts = P.cast_parts(parts, dtype)
     which, enc_sd = P.pick_encoder(parts, which, info.notes)
     info.which = which
@@ -288,20 +327,12 @@ def load_pretrained(
     enc_sd["pos_embed"] = _resized(enc_sd["pos_embed"], arch["embed_dim"], old, new, arch["pos_embed_order"],
                                    info.notes, "pos_embed")
     with torch.device("meta"):
-        encoder = build_encoder(arch, size)
+        encoder, predictor = build_modules(cfg, size, predictor=with_predictor)
     P.load_into(encoder, enc_sd, f"I-JEPA {which}").to(device)
-    predictor = None
-    if with_predictor:
-        if not parts.get("predictor"):
-            raise PretrainedError(
-                f"{info.path!r} holds no predictor ({info.format} layout: {', '.join(info.parts)}); "
-                "use with_predictor=False, or an official .pth.tar file"
-            )
+    if predictor is not None:
         pred_sd = dict(parts["predictor"])
         pred_sd["predictor_pos_embed"] = _resized(pred_sd["predictor_pos_embed"], arch["pred_embed_dim"], old, new,
                                                   arch["pos_embed_order"], info.notes, "predictor_pos_embed")
-        with torch.device("meta"):
-            predictor = build_predictor(arch, size)
         P.load_into(predictor, pred_sd, "I-JEPA predictor").to(device)
     encoder.eval()
     if predictor is not None:
@@ -322,7 +353,7 @@ def from_pretrained(path: str | Path, which: str = "target_encoder", with_predic
 def convert(raw, out: Path, to: str = "ours", method: str = METHOD, **hints) -> LoadInfo:
     """Write the checkpoint ``raw`` (a path or :class:`jepa_core.pretrained.RawCheckpoint`) as
     ``ours``, ``safetensors``, ``official`` or ``hf``; tensors are copied bit for bit."""
-    raw, parts, info = _read(raw, **hints)
+    raw, parts, info, _ = _read(raw, **hints)
     out = Path(out)
     if to == "hf":
         out.mkdir(parents=True, exist_ok=True)
@@ -334,3 +365,30 @@ def convert(raw, out: Path, to: str = "ours", method: str = METHOD, **hints) -> 
         extra = {"epoch": raw.obj["epoch"]} if to == "official" and "epoch" in raw.obj else None
         P.write_parts(parts, info.arch, METHOD, out, to, OFFICIAL_PREFIX, extra)
     return info
+
+
+# ---------------------------------------------------------------------------------------------
+# the converter (entry point jepa.converters: ijepa)
+
+# transformers' I-JEPA names (IJepaModel, base prefix ``ijepa.``): the ViT layout of the hub files
+# or the transformers >= 5 module names (transformers:models/ijepa/convert_ijepa_to_hf.py)
+_HF_KEYS = re.compile(r"^(?:ijepa\.)?(?:embeddings\.patch_embeddings\.projection\.|"
+                      r"encoder\.layer\.\d+\.attention\.attention\.|layers\.\d+\.attention\.[qkvo]_proj\.)")
+
+
+def match(view: CheckpointView) -> float:
+    """Whether a file is I-JEPA's: an encoder with a 2-D (Conv2d) patch embedding; in the
+    Hugging Face layout, ``model_type: ijepa`` in ``config.json`` (2) or I-JEPA key names (1)."""
+    if view.format == "hf":
+        model_type = view.hf_config.get("model_type")
+        if model_type:
+            return 2.0 if model_type == METHOD else 0.0
+        return 1.0 if any(_HF_KEYS.match(k) for k in view.keys) else 0.0
+    return 1.0 if view.patch_rank == 4 else 0.0
+
+
+CONVERTER = Converter(
+    name=METHOD, match=match, convert=convert, load=from_pretrained, package="jepa-image",
+    description="I-JEPA: official .pth.tar, Hugging Face facebook/ijepa_*, jepa files",
+)
+CONVERTERS = {METHOD: CONVERTER}

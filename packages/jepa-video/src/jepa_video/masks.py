@@ -1,7 +1,8 @@
 """V-JEPA 3-D multi-block masks, vectorised over the batch.
 
-Follows the official generator (jepa:src/masks/multiblock3d.py; reference B.2, and C.2 for
-V-JEPA 2 which uses the same ``_MaskGenerator``), per batch and per mask configuration:
+Follows the official generator (jepa:src/masks/multiblock3d.py, and
+vjepa2:src/masks/multiseq_multiblock3d.py for V-JEPA 2, which uses the same ``_MaskGenerator``),
+per batch and per mask configuration:
 
 1. Three *independent* uniforms from the seeded generator, in this order: temporal scale ->
    ``t = max(1, int(T' * s_t))``; spatial scale -> ``k = int(H' * W' * s)``; aspect ``a`` ->
@@ -12,9 +13,9 @@ V-JEPA 2 which uses the same ``_MaskGenerator``), per batch and per mask configu
    time steps. With ``max_temporal_keep < 1`` the time steps from
    ``max(1, int(T' * max_temporal_keep))`` on are removed from the context (and so belong to
    the target).
-3. Target = the union of the blocks (one prediction set per configuration, not one per block;
-   reference part D item 4); context = its complement. A sample whose context is empty is
-   drawn again.
+3. Target = the union of the blocks (one prediction set per configuration, not one per block,
+   as in jepa:src/masks/multiblock3d.py); context = its complement. A sample whose context is
+   empty is drawn again.
 4. Indices are raster-sorted in (t, h, w); every context is truncated to the batch minimum (and
    to ``max_keep`` if set), every target to its batch minimum, keeping the earliest indices.
 
@@ -32,31 +33,28 @@ Differences from the official code (the distribution of one configuration is the
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from jepa_core.masks.multiblock import _block_table, block_masks, first_k
+from jepa_core.masks.blocks import block_masks, block_table_np, draw_positions, first_k, span_table
+from jepa_core.masks.collator import MaskCollator, StepSeeds
 
-__all__ = ["MultiBlock3DMaskCollator", "MultiBlock3DMaskConfig", "MultiBlock3DMaskGenerator", "VJEPA_MASK_CONFIGS",
-           "first_k"]
+__all__ = ["POS_TAG", "SIZE_TAG", "VJEPA_MASK_CONFIGS", "MultiBlock3DMaskCollator", "MultiBlock3DMaskConfig",
+           "MultiBlock3DMaskGenerator", "MultiBlock3DMaskSampler", "draw_positions", "first_k"]
 
-
-@functools.lru_cache(maxsize=64)
-def _span_table(n: int, length: int) -> torch.Tensor:
-    """``table[start]`` = boolean ``[n]``, True on ``start .. start + length - 1``."""
-    r = torch.arange(n)
-    lo = torch.arange(n - length + 1)[:, None]
-    return (r >= lo) & (r < lo + length)
+# Generator tags, with (seed, rank, step): sizes ``(SIZE_TAG, 0 or config + 1)``, positions ``(POS_TAG, config)``.
+SIZE_TAG = 0x73697A65  # "size"
+POS_TAG = 0x706F73  # "pos"
 
 MAX_RESAMPLE = 1000  # rounds of redrawing samples with an empty context before giving up
 
 
 @dataclass(frozen=True)
 class MultiBlock3DMaskConfig:
-    """One mask configuration; field names are the official YAML keys (reference B.2).
+    """One mask configuration; field names are the official YAML keys (``mask`` section of
+    jepa:configs/pretrain/vitl16.yaml).
 
     Defaults are config 0 of the released V-JEPA / V-JEPA 2 pretraining configs
     (jepa:configs/pretrain/vitl16.yaml, vjepa2:configs/train/vitl16/pretrain-256px-16f.yaml),
@@ -71,12 +69,12 @@ class MultiBlock3DMaskConfig:
     max_keep: int | None = None
 
 
-# The two released configurations: "short-range" 8 x 15 % and "long-range" 2 x 70 % (reference B.2, C.2).
+# The two released configurations: "short-range" 8 x 15 % and "long-range" 2 x 70 %
+# (jepa:configs/pretrain/vitl16.yaml, vjepa2:configs/train/vitl16/pretrain-256px-16f.yaml).
 VJEPA_MASK_CONFIGS: tuple[MultiBlock3DMaskConfig, ...] = (
     MultiBlock3DMaskConfig(spatial_scale=(0.15, 0.15), num_blocks=8),
     MultiBlock3DMaskConfig(spatial_scale=(0.7, 0.7), num_blocks=2),
 )
-
 
 
 class MultiBlock3DMaskGenerator:
@@ -119,7 +117,7 @@ class MultiBlock3DMaskGenerator:
         t, h, w = size
         top, left, start = draw_positions(g, (batch_size, self.cfg.num_blocks), self.H - h + 1, self.W - w + 1,
                                           self.T - t + 1)
-        table = _block_table_np(self.H, self.W, h, w)
+        table = block_table_np(self.H, self.W, h, w)
         if table is not None:
             hw = table[top, left]  # [B, nb, H*W]
         else:
@@ -130,7 +128,7 @@ class MultiBlock3DMaskGenerator:
                 return sp
             union = np.tile(sp, (1, self.T))
         else:  # union over blocks of in_t x hw, as 0/1 float products (exact)
-            in_t = _span_table(self.T, t)[torch.from_numpy(start)].numpy()  # [B, nb, T]
+            in_t = span_table(self.T, t)[torch.from_numpy(start)].numpy()  # [B, nb, T]
             union = np.einsum("bnt,bnk->btk", in_t.astype(np.float32), hw.astype(np.float32)) > 0
             union = union.reshape(batch_size, -1)
         if self.max_context_duration < self.T:
@@ -182,29 +180,49 @@ class MultiBlock3DMaskGenerator:
         return first_k(context, k_ctx, n_ctx), first_k(union, k_tgt, n_tgt)
 
 
-def draw_positions(g: torch.Generator, shape: tuple[int, int], n_top: int, n_left: int, n_start: int):
-    """Block corners ``(top, left, start)``, each uniform on ``0 .. n - 1`` (numpy int arrays of
-    ``shape``), from one seeded draw of ``3 x shape`` uniforms in [0, 1) (one call instead of
-    three ``randint``: the per-call overhead is what costs here)."""
-    u = torch.rand((3, *shape), generator=g, dtype=torch.float64).numpy()
-    idx = (u * np.array([n_top, n_left, n_start], dtype=np.float64)[:, None, None]).astype(np.intp)
-    return idx[0], idx[1], idx[2]
+class MultiBlock3DMaskSampler:
+    """:class:`jepa_core.masks.collator.MaskSampler` of V-JEPA multi-block masks, one
+    :class:`MultiBlock3DMaskGenerator` per configuration on a ``frames x grid_h x grid_w`` token
+    grid. Configuration i draws its sizes from ``seeds.generator(SIZE_TAG, 0 if
+    share_size_draws else i + 1)`` and its positions from ``seeds.generator(POS_TAG, i)``.
+    Returns ``{"masks_enc": [LongTensor [B, Kc_i]], "masks_pred": [LongTensor [B, Kp_i]]}``, one
+    entry per configuration."""
+
+    def __init__(
+        self,
+        cfgs: tuple[MultiBlock3DMaskConfig, ...] | list[MultiBlock3DMaskConfig],
+        frames: int,
+        grid_h: int,
+        grid_w: int | None = None,
+        share_size_draws: bool = True,
+    ):
+        self.generators = [MultiBlock3DMaskGenerator(c, frames, grid_h, grid_w) for c in cfgs]
+        self.share_size_draws = share_size_draws
+
+    def masks(self, batch_size: int, seeds: StepSeeds) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        masks_enc, masks_pred = [], []
+        for i, gen in enumerate(self.generators):
+            g_size = seeds.generator(SIZE_TAG, 0 if self.share_size_draws else i + 1)
+            enc, pred = gen.sample(batch_size, g_size, seeds.generator(POS_TAG, i))
+            masks_enc.append(enc)
+            masks_pred.append(pred)
+        return masks_enc, masks_pred
+
+    def __call__(self, batch_size: int, seeds: StepSeeds, inputs=None) -> dict:
+        masks_enc, masks_pred = self.masks(batch_size, seeds)
+        return {"masks_enc": masks_enc, "masks_pred": masks_pred}
 
 
-@functools.lru_cache(maxsize=64)
-def _block_table_np(n_h: int, n_w: int, h: int, w: int) -> np.ndarray | None:
-    table = _block_table(n_h, n_w, h, w)
-    return None if table is None else table.numpy()
+class MultiBlock3DMaskCollator(MaskCollator):
+    """``collate_fn`` that batches ``(video, label)`` samples (or bare videos) and adds V-JEPA
+    masks: a :class:`jepa_core.masks.collator.MaskCollator` with a
+    :class:`MultiBlock3DMaskSampler` on the ``num_frames / tubelet_size x input_size /
+    patch_size`` token grid.
 
-
-class MultiBlock3DMaskCollator:
-    """``collate_fn`` that batches ``(video, label)`` samples and adds V-JEPA masks.
-
-    Like :class:`jepa_core.masks.multiblock.MultiBlockMaskCollator`: samples may carry a step
-    stamp (:class:`jepa_core.data.Stamped`) so the masks depend only on (seed, rank, step);
-    otherwise an internal counter stands in, as in the official collator. Returns
-    ``{input_key: videos, "labels", "masks_enc": [per config], "masks_pred": [per config],
-    "num_bad"}`` or ``{"skip": True, "num_bad": n}`` when every sample was corrupt.
+    Returns ``{input_key: videos, "labels", "masks_enc": [per config], "masks_pred": [per
+    config], "num_bad"}`` (plus any fields of the batch transform) or ``{"skip": True,
+    "num_bad": n}`` when every sample was corrupt. ``batch_transform``: optional
+    ``f(videos, generator) -> videos`` applied to the collated batch, seeded like the masks.
     Official constructor arguments: ``(cfgs_mask, crop_size, num_frames, patch_size,
     tubelet_size)`` (jepa:src/masks/multiblock3d.py).
     """
@@ -223,51 +241,22 @@ class MultiBlock3DMaskCollator:
         batch_transform=None,
     ):
         h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-        self.generators = [
-            MultiBlock3DMaskGenerator(c, num_frames // tubelet_size, h // patch_size, w // patch_size) for c in cfgs
-        ]
-        self.seed, self.rank = seed, rank
-        self.share_size_draws = share_size_draws
-        self.input_key = input_key
-        # Optional ``f(videos, generator) -> videos`` applied to the collated batch, seeded like the masks.
-        self.batch_transform = batch_transform
-        self._counter = -1
+        sampler = MultiBlock3DMaskSampler(cfgs, num_frames // tubelet_size, h // patch_size, w // patch_size,
+                                          share_size_draws)
+        super().__init__(sampler, seed=seed, rank=rank, input_key=input_key, batch_transform=batch_transform)
+
+    @property
+    def generators(self) -> list[MultiBlock3DMaskGenerator]:
+        return self.sampler.generators
+
+    @property
+    def share_size_draws(self) -> bool:
+        return self.sampler.share_size_draws
+
+    @share_size_draws.setter
+    def share_size_draws(self, value: bool) -> None:
+        self.sampler.share_size_draws = value
 
     def masks(self, batch_size: int, step: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        from jepa_core.masks.multiblock import mix_seed
-
-        masks_enc, masks_pred = [], []
-        for i, gen in enumerate(self.generators):
-            size_stream = 0 if self.share_size_draws else i + 1
-            g_size = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, step, 0x73697A65, size_stream))
-            g_pos = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, step, 0x706F73, i))
-            enc, pred = gen.sample(batch_size, g_size, g_pos)
-            masks_enc.append(enc)
-            masks_pred.append(pred)
-        return masks_enc, masks_pred
-
-    def __call__(self, samples: list) -> dict:
-        from jepa_core.data import collate_stamped
-        from jepa_core.masks.multiblock import mix_seed
-
-        collated, step, num_bad = collate_stamped(samples)
-        if step is None:
-            self._counter += 1
-            step = self._counter
-        if collated is None:
-            return {"skip": True, "num_bad": num_bad}
-        if isinstance(collated, torch.Tensor):
-            videos, labels = collated, None
-        else:
-            videos, labels = collated[0], (collated[1] if len(collated) > 1 else None)
-        if self.batch_transform is not None:
-            aug = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, step, 0x617567))
-            videos = self.batch_transform(videos, aug)
-        masks_enc, masks_pred = self.masks(videos.shape[0], step)
-        return {
-            self.input_key: videos,
-            "labels": labels,
-            "masks_enc": masks_enc,
-            "masks_pred": masks_pred,
-            "num_bad": num_bad,
-        }
+        """``(masks_enc, masks_pred)`` of the batch at ``step``, one entry per configuration."""
+        return self.sampler.masks(batch_size, self.step_seeds(step))

@@ -3,7 +3,7 @@ EMA target encoder, the features of the masked spatio-temporal tubes of a clip f
 features of the visible ones.
 
 One training step (:meth:`VJEPA.forward`), as in the papers and the official code
-(reference parts B.3, C.3):
+(jepa:app/vjepa/train.py, vjepa2:app/vjepa/train.py):
 
 1. targets ``h = LN(target_encoder(clips))`` (the encoder's own final norm, then a
    parameter-free layer norm), gathered at each mask configuration's target tokens;
@@ -41,6 +41,7 @@ from jepa_core.nn import (
     enable_activation_checkpointing,  # re-exported: it lived here before moving to core
 )
 from jepa_core.registry import MethodSpec
+from jepa_core.sizes import resolve_vit_size
 from jepa_core.target import EMATarget, normalize_targets
 from torch import nn
 from torch.utils.data import Dataset
@@ -85,7 +86,7 @@ __all__ = [
 
 @dataclass
 class VideoDataConfig:
-    """Video data; defaults are V-JEPA's (jepa:configs/pretrain/vitl16.yaml, reference B.4).
+    """Video data; defaults are V-JEPA's (jepa:configs/pretrain/vitl16.yaml, app/vjepa/transforms.py).
 
     ``dataset``: ``demo`` (moving-sprite mp4 files made on first use in ``root``, default
     ``runs/.jepa_video_demo``), ``folder`` (``root``: a folder of videos, classes from
@@ -129,7 +130,7 @@ class VideoDataConfig:
 
 @dataclass
 class VJEPA2DataConfig(VideoDataConfig):
-    """V-JEPA 2 data defaults (vjepa2:configs/train/vitl16/pretrain-256px-16f.yaml, reference C.4)."""
+    """V-JEPA 2 data defaults (vjepa2:configs/train/vitl16/pretrain-256px-16f.yaml)."""
 
     frame_step: int | None = None
     fps: float | None = 4
@@ -139,7 +140,8 @@ class VJEPA2DataConfig(VideoDataConfig):
 
 @dataclass
 class VJEPAModelConfig:
-    """Encoder and predictor; defaults are V-JEPA ViT-L/16 (reference B.1)."""
+    """Encoder and predictor; defaults are V-JEPA ViT-L/16 (jepa:configs/pretrain/vitl16.yaml,
+    src/models/vision_transformer.py, src/models/predictor.py)."""
 
     encoder: str = "vit_large"  # a name of jepa_core.nn.VIDEO_VIT_SIZES, or "custom"
     embed_dim: int | None = None  # override the size table (needed for "custom")
@@ -152,10 +154,11 @@ class VJEPAModelConfig:
     pred_depth: int = 12
     pred_emb_dim: int = 384
     pred_num_heads: int | None = None  # None: the encoder's head count (V-JEPA)
+    pred_mlp_ratio: float | None = None  # None: 4.0, as the official predictors
     num_mask_tokens: int = 2
     uniform_power: bool = True
     use_rope: bool = False
-    rope_fix_tiling: bool = False  # False: the official tiled RoPE frequencies (reference C.1)
+    rope_fix_tiling: bool = False  # False: the official tiled RoPE frequencies (vjepa2:src/models/utils/modules.py)
     rescale_init: bool = False  # V-JEPA's init_video_model undoes the depth rescale
     drop_path_rate: float = 0.0
     activation_checkpointing: bool = False
@@ -168,7 +171,8 @@ class VJEPAModelConfig:
 
 @dataclass
 class VJEPA2ModelConfig(VJEPAModelConfig):
-    """V-JEPA 2 ViT-L/16 defaults (reference C.1): RoPE, 12 predictor heads, 10 mask tokens,
+    """V-JEPA 2 ViT-L/16 defaults (vjepa2:configs/train/vitl16/pretrain-256px-16f.yaml,
+    src/models/vision_transformer.py, src/models/predictor.py): RoPE, 12 predictor heads, 10 mask tokens,
     the depth rescale kept, activation checkpointing on, mask_tokens[0] for both configs."""
 
     pred_num_heads: int | None = 12
@@ -214,6 +218,8 @@ class VJEPA(JEPAMethod):
     ``mask_tokens[i]`` (V-JEPA) or ``mask_tokens[0]`` (V-JEPA 2 with one clip-length group).
     Mask tokens that no configuration can use are frozen (``requires_grad=False``): they get no
     gradient in the official code either, and freezing them keeps DDP from waiting on them.
+    The Trainer hooks are :class:`~jepa_core.method.JEPAMethod`'s defaults; targets come from
+    :meth:`targets`.
     """
 
     def __init__(
@@ -260,11 +266,9 @@ class VJEPA(JEPAMethod):
                              f"{len(masks_enc)} context and {len(masks_pred)} target masks")
         clips, masks_enc = self._flatten_clips(batch["videos"], masks_enc)
         _, masks_pred = self._flatten_clips(batch["videos"], masks_pred)
-        # Targets: the EMA encoder on the whole clip, layer-normed, gathered per configuration.
+        # Targets: what the predictor must output per configuration; no gradients.
         with torch.no_grad():
-            h = normalize_targets(self.target_encoder(clips))
-            targets = [apply_masks(h, m) for m in masks_pred]
-            del h  # the full-clip features are not needed past this point (peak memory)
+            targets = self.targets(clips, masks_pred)
         # Context: the encoder sees only each configuration's visible tokens.
         if self.packed_context:
             contexts = self.encoder.forward_multi(clips, masks_enc)
@@ -283,16 +287,17 @@ class VJEPA(JEPAMethod):
             out[f"target_tokens_{i}"] = m_pred.shape[1]
         return out
 
+    def targets(self, clips: torch.Tensor, masks_pred: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The prediction targets, one ``[B, K_i, D]`` per mask configuration: the EMA target
+        encoder on the whole clip, layer-normed, gathered at the configuration's target tokens
+        (jepa:app/vjepa/train.py ``forward_target``). Called under ``torch.no_grad()``; a method
+        that makes its targets another way overrides this alone."""
+        h = normalize_targets(self.target_encoder(clips))
+        return [apply_masks(h, m) for m in masks_pred]  # h is freed on return (peak memory)
+
 
 def _encoder_dims(m: VJEPAModelConfig) -> tuple[int, int, int, float]:
-    if m.encoder == "custom":
-        if None in (m.embed_dim, m.depth, m.num_heads):
-            raise ConfigError("model.encoder=custom needs model.embed_dim, model.depth and model.num_heads")
-        return m.embed_dim, m.depth, m.num_heads, m.mlp_ratio or 4.0  # type: ignore[return-value]
-    if m.encoder not in VIDEO_VIT_SIZES:
-        raise ConfigError(f"unknown model.encoder {m.encoder!r}; valid: {', '.join(VIDEO_VIT_SIZES)}, custom")
-    dim, depth, heads, ratio = VIDEO_VIT_SIZES[m.encoder]
-    return m.embed_dim or dim, m.depth or depth, m.num_heads or heads, m.mlp_ratio or ratio
+    return resolve_vit_size(m.encoder, m.embed_dim, m.depth, m.num_heads, m.mlp_ratio, VIDEO_VIT_SIZES)
 
 
 def build_encoder(cfg: VJEPAConfig | VJEPA2Config) -> VideoVisionTransformer:
@@ -312,8 +317,8 @@ def build_predictor(cfg: VJEPAConfig | VJEPA2Config, encoder: VideoVisionTransfo
     common = dict(
         img_size=d.crop_size, num_frames=d.frames_per_clip, patch_size=m.patch_size, tubelet_size=m.tubelet_size,
         embed_dim=encoder.embed_dim, predictor_embed_dim=m.pred_emb_dim, depth=m.pred_depth,
-        num_heads=m.pred_num_heads or encoder.num_heads, num_mask_tokens=m.num_mask_tokens,
-        rescale_init=m.rescale_init,
+        num_heads=m.pred_num_heads or encoder.num_heads, mlp_ratio=m.pred_mlp_ratio or 4.0,
+        num_mask_tokens=m.num_mask_tokens, rescale_init=m.rescale_init,
     )
     if m.use_rope:
         return VJEPA2Predictor(rope_fix_tiling=m.rope_fix_tiling, **common)

@@ -1,6 +1,6 @@
 """I-JEPA multi-block masks, vectorised over the batch.
 
-Follows the official collator (ijepa:src/masks/multiblock.py; reference A.2) step for step:
+Follows the official collator (ijepa:src/masks/multiblock.py) step for step:
 
 1. One target-block size and one context-block size per *batch*, each from a single uniform
    ``r`` that sets both the scale and the aspect ratio (the official correlation quirk);
@@ -22,22 +22,28 @@ Differences, each behind a flag with the official behaviour as default:
   applies to targets and context alike, which makes small grids with small targets hang).
 
 Not reproduced: the official code draws positions from the process-global RNG; we draw them
-from the seeded per-batch generator, so a batch's masks are a pure function of (seed, step)
+from the seeded per-batch generator, so a batch's masks are a pure function of (seed, rank, step)
 and a resumed run sees the same masks. The Python loop over images is replaced by batched
 tensor operations (the distribution is the same; the random stream is not).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from jepa_core.masks.blocks import block_masks, first_k, to_indices
+from jepa_core.masks.blocks import paint_blocks as _paint_blocks  # noqa: F401  (old import path)
+from jepa_core.masks.collator import MaskCollator, StepSeeds, mix_seed
+
+__all__ = ["MASK_TAG", "MultiBlockMaskCollator", "MultiBlockMaskConfig", "MultiBlockMaskGenerator",
+           "MultiBlockMaskSampler", "block_masks", "first_k", "mix_seed", "to_indices"]
+
 TRIES_PER_LEVEL = 20  # official `timeout` before a target complement is dropped
+MASK_TAG = 0x6D61736B  # "mask": the tag of the one generator of a batch's 2-D masks
 
 
 @dataclass
@@ -184,82 +190,28 @@ class _FixedDraw:
         return self.r
 
 
-def to_indices(masks: torch.Tensor) -> list[torch.Tensor]:
-    """Boolean ``[B, M, N]`` -> M LongTensors ``[B, K]`` of raster-sorted kept indices, truncated
-    to the smallest count over the batch and the M masks (keeping the first indices)."""
-    B, M, N = masks.shape
-    flat = masks.reshape(B * M, N)
-    counts = flat.sum(-1)
-    k = int(counts.min())
-    return list(first_k(flat, k, counts).view(B, M, k).unbind(1))
+class MultiBlockMaskSampler:
+    """:class:`jepa_core.masks.collator.MaskSampler` of I-JEPA multi-block masks: one generator
+    per batch, seeded ``mix_seed(seed, rank, step, MASK_TAG)``; returns
+    ``{"masks_enc": [LongTensor [B, Kc]] * num_enc_masks, "masks_pred": [LongTensor [B, Kp]] * num_pred_masks}``."""
+
+    def __init__(self, cfg: MultiBlockMaskConfig, grid_h: int, grid_w: int | None = None):
+        self.generator = MultiBlockMaskGenerator(cfg, grid_h, grid_w)
+
+    def __call__(self, batch_size: int, seeds: StepSeeds, inputs=None) -> dict:
+        masks_enc, masks_pred = self.generator.sample(batch_size, seeds.generator(MASK_TAG))
+        return {"masks_enc": masks_enc, "masks_pred": masks_pred}
 
 
-def first_k(masks, k: int, counts=None) -> torch.Tensor:
-    """Boolean ``[R, N]`` (a tensor, or a numpy array) with at least k True per row ->
-    LongTensor ``[R, k]``: the k smallest True indices of each row, ascending. One flat
-    ``nonzero`` (row-major, so each row's indices come sorted), then the first k of each row as
-    a window starting at the row's offset; no sort. ``counts``: ``masks.sum(-1)``.
-    On CPU the work is numpy's (several times less per-call overhead than torch's for these
-    small arrays; collators run on CPU)."""
-    R, N = masks.shape
-    if isinstance(masks, torch.Tensor) and masks.device.type != "cpu":
-        counts = masks.sum(-1) if counts is None else counts
-        flat = masks.contiguous().view(-1).nonzero().squeeze(1)
-        starts = counts.cumsum(0) - counts
-        rows = torch.arange(R, device=masks.device) * N
-        return flat[starts[:, None] + torch.arange(k, device=masks.device)] - rows[:, None]
-    m = masks.numpy() if isinstance(masks, torch.Tensor) else masks
-    c = m.sum(-1) if counts is None else (counts.numpy() if isinstance(counts, torch.Tensor) else counts)
-    starts = np.cumsum(c) - c
-    flat = np.flatnonzero(m)
-    if k == 0:
-        return torch.zeros(R, 0, dtype=torch.long)
-    # windows of k consecutive entries (a strided view built directly: as_strided's and
-    # sliding_window_view's argument handling cost more than the gather here), then a copy of
-    # row r = flat[starts[r]:][:k]
-    step = flat.strides[0]
-    windows = np.ndarray((len(flat) - k + 1, k), flat.dtype, flat, 0, (step, step))
-    out = windows[starts]
-    out -= (np.arange(R) * N)[:, None]
-    return torch.from_numpy(out.astype(np.int64, copy=False))
+class MultiBlockMaskCollator(MaskCollator):
+    """``collate_fn`` that batches ``(image, label)`` samples and adds I-JEPA masks: a
+    :class:`jepa_core.masks.collator.MaskCollator` with a :class:`MultiBlockMaskSampler` on the
+    ``input_size / patch_size`` token grid.
 
-
-@functools.lru_cache(maxsize=64)
-def _block_table(n_h: int, n_w: int, h: int, w: int) -> torch.Tensor | None:
-    """``table[top, left]`` = the flattened ``n_h x n_w`` mask of the h x w block at (top, left),
-    for every position that fits; None when the table would be large (then blocks are painted)."""
-    rows, cols = n_h - h + 1, n_w - w + 1
-    if rows * cols * n_h * n_w > 1 << 22:
-        return None
-    return _paint_blocks(torch.arange(rows)[:, None].expand(rows, cols), torch.arange(cols)[None].expand(rows, cols),
-                         h, w, n_h, n_w)
-
-
-def _paint_blocks(top, left, h: int, w: int, n_h: int, n_w: int) -> torch.Tensor:
-    r, c = torch.arange(n_h), torch.arange(n_w)
-    in_rows = (r >= top[..., None]) & (r < (top + h)[..., None])
-    in_cols = (c >= left[..., None]) & (c < (left + w)[..., None])
-    return (in_rows[..., :, None] & in_cols[..., None, :]).flatten(-2)
-
-
-def block_masks(top: torch.Tensor, left: torch.Tensor, h: int, w: int, n_h: int, n_w: int) -> torch.Tensor:
-    """Flattened boolean masks ``[*top.shape, n_h * n_w]`` of h x w blocks at (top, left)
-    (blocks must fit): one lookup in a cached table of all positions."""
-    table = _block_table(n_h, n_w, h, w)
-    if table is None:
-        return _paint_blocks(top, left, h, w, n_h, n_w)
-    return table[top, left]
-
-
-class MultiBlockMaskCollator:
-    """``collate_fn`` that batches ``(image, label)`` samples and adds I-JEPA masks.
-
-    Samples may carry a step stamp (:class:`jepa_core.data.Stamped`, from
-    :class:`jepa_core.data.StepBatchSampler`): the masks then depend only on (seed, rank, step),
-    so they are the same with any number of workers and after a resume. Without stamps an
-    internal counter stands in, as in the official collator.
-    Returns ``{"images", "labels", "masks_enc", "masks_pred", "num_bad"}``, or
-    ``{"skip": True, "num_bad": n}`` when every sample of the batch was corrupt.
+    Returns ``{"images", "labels", "masks_enc", "masks_pred", "num_bad"}`` (plus any fields of
+    the batch transform), or ``{"skip": True, "num_bad": n}`` when every sample of the batch was
+    corrupt. ``batch_transform``: optional ``f(images, generator) -> images`` applied to the
+    collated batch (e.g. a batched random-resized crop), seeded like the masks.
     """
 
     def __init__(
@@ -270,43 +222,16 @@ class MultiBlockMaskCollator:
         seed: int = 0,
         rank: int = 0,
         batch_transform=None,
+        input_key: str = "images",
     ):
         h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-        self.generator = MultiBlockMaskGenerator(cfg, h // patch_size, w // patch_size)
-        self.seed, self.rank = seed, rank
-        # Optional ``f(images, generator) -> images`` applied to the collated batch (e.g. a
-        # batched random-resized crop), seeded like the masks.
-        self.batch_transform = batch_transform
-        self._counter = -1
+        sampler = MultiBlockMaskSampler(cfg, h // patch_size, w // patch_size)
+        super().__init__(sampler, seed=seed, rank=rank, input_key=input_key, batch_transform=batch_transform)
 
-    def __call__(self, samples: list) -> dict:
-        from jepa_core.data import collate_stamped
+    @property
+    def generator(self) -> MultiBlockMaskGenerator:
+        return self.sampler.generator
 
-        images_labels, step, num_bad = collate_stamped(samples)
-        if step is None:
-            self._counter += 1
-            step = self._counter
-        if images_labels is None:  # every sample was corrupt: the trainer skips this batch
-            return {"skip": True, "num_bad": num_bad}
-        g = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, step, 0x6D61736B))
-        images = images_labels[0]
-        if self.batch_transform is not None:
-            aug = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, step, 0x617567))
-            images = self.batch_transform(images, aug)
-        masks_enc, masks_pred = self.generator.sample(images.shape[0], g)
-        return {
-            "images": images,
-            "labels": images_labels[1] if len(images_labels) > 1 else None,
-            "masks_enc": masks_enc,
-            "masks_pred": masks_pred,
-            "num_bad": num_bad,
-        }
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from several integers (splitmix64 steps), stable across processes."""
-    x = 0x9E3779B97F4A7C15
-    for p in parts:
-        x = (x ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        x = (x ^ (x >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-    return x & 0x7FFFFFFFFFFFFFFF
+    @generator.setter
+    def generator(self, value: MultiBlockMaskGenerator) -> None:
+        self.sampler.generator = value

@@ -1,10 +1,12 @@
-"""Predictors of V-JEPA and V-JEPA 2.
+"""Predictors of V-JEPA and V-JEPA 2, as configurations of
+:class:`jepa_core.nn.predictor.MaskTokenPredictor`.
 
 Both map context tokens to a narrow width, append one learned mask token per target position,
 run full (bidirectional) attention, and project the target part back to the encoder width.
-Parameter names follow the official code (reference B.6, C.6): ``predictor_embed``,
-``mask_tokens.{i}``, ``predictor_pos_embed`` (V-JEPA only), ``predictor_blocks.{i}.*``,
-``predictor_norm``, ``predictor_proj``.
+Parameter names follow the official code (jepa:src/models/predictor.py,
+vjepa2:src/models/predictor.py): ``predictor_embed``, ``mask_tokens.{i}``,
+``predictor_pos_embed`` (V-JEPA only), ``predictor_blocks.{i}.*``, ``predictor_norm``,
+``predictor_proj``.
 
 Row layout (both): context rows are ``len(masks_ctx) * B`` (mask-major, as the encoder returns
 them); the output has one row per (target mask, context mask, sample), target-major, so it
@@ -15,58 +17,35 @@ With the official 1:1 pairing (one context and one target mask per call) this is
 from __future__ import annotations
 
 import torch
-from jepa_core.masks.ops import apply_masks
-from jepa_core.nn.pos_embed import sincos_3d
-from jepa_core.nn.vit import (
-    Block,
-    LayerNorm,
-    repeat_interleave_batch,
-    rescale_blocks_,
-    trunc_normal_init_,
-)
-from torch import nn
+from jepa_core.nn.predictor import MaskTokenPredictor
 
-from jepa_video.nn.rope import RoPEBlock, RoPETables
-from jepa_video.nn.vit import VIDEO_VIT_SIZES, _pair
+from jepa_video.nn.rope import RoPE3D
+from jepa_video.nn.vit import VIDEO_VIT_SIZES, SinCos3D, _pair
 
 
-def _as_list(m) -> list[torch.Tensor]:
-    return [m] if isinstance(m, torch.Tensor) else list(m)
+class _VideoPredictor(MaskTokenPredictor):
+    """The shared part: the ``(T', H', W')`` grid of the clip and ``mask_tokens`` zero-initialised
+    by default (``zero_init_mask_tokens: true`` in every official config)."""
 
-
-class _VideoPredictorBase(nn.Module):
-    def __init__(self, img_size, num_frames, patch_size, tubelet_size, embed_dim, predictor_embed_dim,
-                 num_mask_tokens, zero_init_mask_tokens, init_std):
-        super().__init__()
+    def __init__(self, positions, img_size, num_frames, patch_size, tubelet_size, embed_dim, predictor_embed_dim,
+                 depth, num_heads, mlp_ratio, qkv_bias, num_mask_tokens, zero_init_mask_tokens, rescale_init,
+                 init_std, sort_tokens=False):
         img = _pair(img_size)
-        self.grid = (num_frames // tubelet_size, img[0] // patch_size, img[1] // patch_size)
-        self.num_patches = self.grid[0] * self.grid[1] * self.grid[2]
-        self.embed_dim, self.predictor_embed_dim = embed_dim, predictor_embed_dim
-        self.num_mask_tokens = num_mask_tokens
-        self.predictor_embed = nn.Linear(embed_dim, predictor_embed_dim, bias=True)
-        # Zero-initialised (``zero_init_mask_tokens: true`` in every official config; reference
-        # B.1, C.1, part D item 8).
-        self.mask_tokens = nn.ParameterList(
-            nn.Parameter(torch.zeros(1, 1, predictor_embed_dim)) for _ in range(num_mask_tokens)
+        grid = (num_frames // tubelet_size, img[0] // patch_size, img[1] // patch_size)
+        super().__init__(
+            positions, grid, embed_dim, predictor_embed_dim, depth, num_heads, mlp_ratio, qkv_bias,
+            num_mask_tokens=num_mask_tokens, zero_init_mask_tokens=zero_init_mask_tokens,
+            rescale_init=rescale_init, sort_tokens=sort_tokens, init_std=init_std,
         )
-        self._zero_init = zero_init_mask_tokens
-        self._init_std = init_std
-
-    def _finish_init(self, rescale_init: bool) -> None:
-        trunc_normal_init_(self, self._init_std)
-        if rescale_init:
-            rescale_blocks_(self.predictor_blocks)
-        if not self._zero_init:
-            for t in self.mask_tokens:
-                nn.init.trunc_normal_(t, std=self._init_std, a=-2.0, b=2.0)
+        self.grid = grid
 
     def mask_token(self, mask_index: int) -> torch.Tensor:
         """``mask_tokens[mask_index mod num_mask_tokens]``, the official indexing."""
-        return self.mask_tokens[mask_index % self.num_mask_tokens]
+        return self.query_token(mask_index)
 
 
-class VJEPAPredictor(_VideoPredictorBase):
-    """The V-JEPA predictor (jepa:src/models/predictor.py; reference B.1).
+class VJEPAPredictor(_VideoPredictor):
+    """The V-JEPA predictor (jepa:src/models/predictor.py).
 
     Defaults are the released ViT-L/16 recipe: width 384, depth 12, heads = encoder heads (16 for
     ViT-L/H, so head_dim 24), 2 zero-initialised mask tokens (one per mask configuration),
@@ -76,7 +55,7 @@ class VJEPAPredictor(_VideoPredictorBase):
 
     ``forward(x, masks_ctx, masks_tgt, mask_index)``: ``x`` are the encoder outputs for the
     context mask(s); ``mask_index`` picks the mask token (the index of the mask configuration,
-    as ``PredictorMultiMaskWrapper`` passes it).
+    as ``PredictorMultiMaskWrapper`` passes it, jepa:src/models/utils/multimask.py).
     """
 
     def __init__(
@@ -97,45 +76,25 @@ class VJEPAPredictor(_VideoPredictorBase):
         rescale_init: bool = False,
         init_std: float = 0.02,
     ):
-        super().__init__(img_size, num_frames, patch_size, tubelet_size, embed_dim, predictor_embed_dim,
-                         num_mask_tokens, zero_init_mask_tokens, init_std)
-        table = sincos_3d(predictor_embed_dim, *self.grid, uniform_power=uniform_power)
-        self.predictor_pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
-        self.predictor_blocks = nn.ModuleList(
-            Block(predictor_embed_dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth)
+        super().__init__(
+            SinCos3D(uniform_power), img_size, num_frames, patch_size, tubelet_size, embed_dim, predictor_embed_dim,
+            depth, num_heads, mlp_ratio, qkv_bias, num_mask_tokens, zero_init_mask_tokens, rescale_init, init_std,
         )
-        self.predictor_norm = LayerNorm(predictor_embed_dim)
-        self.predictor_proj = nn.Linear(predictor_embed_dim, embed_dim, bias=True)
-        self._finish_init(rescale_init)
-
-    def forward(self, x: torch.Tensor, masks_ctx, masks_tgt, mask_index: int = 0) -> torch.Tensor:
-        masks_ctx, masks_tgt = _as_list(masks_ctx), _as_list(masks_tgt)
-        B = x.shape[0] // len(masks_ctx)
-        pos = self.predictor_pos_embed.expand(B, -1, -1)
-        x = self.predictor_embed(x) + apply_masks(pos, masks_ctx)
-        n_ctx = x.shape[1]
-        tgt_pos = repeat_interleave_batch(apply_masks(pos, masks_tgt), B, len(masks_ctx))
-        queries = self.mask_token(mask_index).to(x.dtype) + tgt_pos
-        x = torch.cat([x.repeat(len(masks_tgt), 1, 1), queries], dim=1)
-        for blk in self.predictor_blocks:
-            x = blk(x)  # full attention, no mask (reference B.1)
-        x = self.predictor_norm(x)[:, n_ctx:]
-        return self.predictor_proj(x)
 
 
-class VJEPA2Predictor(_VideoPredictorBase):
-    """The V-JEPA 2 predictor (vjepa2:src/models/predictor.py; reference C.1, C.6).
+class VJEPA2Predictor(_VideoPredictor):
+    """The V-JEPA 2 predictor (vjepa2:src/models/predictor.py).
 
     Width 384, depth 12, **12 heads** (``pred_num_heads: 12``, head_dim 32 -> 10 RoPE channels
     per axis), 3-D RoPE attention, no ``predictor_pos_embed``, **10** zero-initialised mask
     tokens as in the released checkpoints (the train configs would build 2 x len(dataset_fpcs);
-    vjepa2 issue #124). The depth rescale is kept (reference part D item 8). RoPE positions are
-    decomposed on the predictor's own grid (its ``img_size`` / ``patch_size``), as the official
-    blocks fall back to ``grid_size``.
+    vjepa2 issue #124). The depth rescale is kept (vjepa2:app/vjepa/utils.py ``init_video_model``
+    does not re-initialise). RoPE positions are decomposed on the predictor's own grid (its
+    ``img_size`` / ``patch_size``), as the official blocks fall back to ``grid_size``.
 
     Official quirk: ``PredictorMultiSeqWrapper`` passes ``mask_index`` = index of the clip-length
     group, not of the mask configuration, so with one clip length both mask configurations use
-    ``mask_tokens[0]`` (reference C.1).
+    ``mask_tokens[0]`` (vjepa2:src/utils/wrappers.py).
 
     The official forward sorts [context, targets] by token index before the blocks and un-sorts
     after (per-row Python loops); here it is one ``argsort`` + ``gather``. With bidirectional
@@ -162,43 +121,11 @@ class VJEPA2Predictor(_VideoPredictorBase):
         sort_tokens: bool = True,
         init_std: float = 0.02,
     ):
-        super().__init__(img_size, num_frames, patch_size, tubelet_size, embed_dim, predictor_embed_dim,
-                         num_mask_tokens, zero_init_mask_tokens, init_std)
-        self.sort_tokens = sort_tokens
-        self.predictor_blocks = nn.ModuleList(
-            RoPEBlock(predictor_embed_dim, num_heads, mlp_ratio, qkv_bias, 0.0, rope_fix_tiling)
-            for _ in range(depth)
+        super().__init__(
+            RoPE3D(rope_fix_tiling), img_size, num_frames, patch_size, tubelet_size, embed_dim, predictor_embed_dim,
+            depth, num_heads, mlp_ratio, qkv_bias, num_mask_tokens, zero_init_mask_tokens, rescale_init, init_std,
+            sort_tokens=sort_tokens,
         )
-        self.predictor_norm = LayerNorm(predictor_embed_dim)
-        self.predictor_proj = nn.Linear(predictor_embed_dim, embed_dim, bias=True)
-        self._finish_init(rescale_init)
-
-    def forward(self, x: torch.Tensor, masks_ctx, masks_tgt, mask_index: int = 0) -> torch.Tensor:
-        masks_ctx, masks_tgt = _as_list(masks_ctx), _as_list(masks_tgt)
-        nc, nt = len(masks_ctx), len(masks_tgt)
-        B = x.shape[0] // nc
-        x = self.predictor_embed(x)  # no additive position: RoPE only
-        n_ctx = x.shape[1]
-        ids_ctx = torch.cat(masks_ctx, dim=0).repeat(nt, 1)  # [nt*nc*B, Kc]
-        ids_tgt = repeat_interleave_batch(torch.cat(masks_tgt, dim=0), B, nc)  # [nt*nc*B, Kt]
-        queries = self.mask_token(mask_index).to(x.dtype).expand(ids_tgt.shape[0], ids_tgt.shape[1], -1)
-        x = torch.cat([x.repeat(nt, 1, 1), queries], dim=1)
-        ids = torch.cat([ids_ctx, ids_tgt], dim=1)
-        if self.sort_tokens:
-            order = torch.argsort(ids, dim=1)
-            ids = torch.gather(ids, 1, order)
-            x = torch.gather(x, 1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        tables = RoPETables(ids, self.grid[1:], self.predictor_blocks[0].attn.fix_tiling)  # shared by all blocks
-        for blk in self.predictor_blocks:
-            x = blk(x, tables, self.grid[1:])
-        x = self.predictor_norm(x)
-        if self.sort_tokens:
-            # The targets sit at sorted slots inverse[:, n_ctx:]; gather them back in mask order.
-            inverse = torch.argsort(order, dim=1)[:, n_ctx:]
-            x = torch.gather(x, 1, inverse.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        else:
-            x = x[:, n_ctx:]
-        return self.predictor_proj(x)
 
 
 def _encoder_width(encoder: str | int) -> int:
@@ -210,8 +137,8 @@ def _encoder_width(encoder: str | int) -> int:
 
 
 def vjepa_predictor(encoder: str | int = "vit_large", **kwargs) -> VJEPAPredictor:
-    """V-JEPA predictor for an encoder size (name or width): heads = encoder heads (reference B.1,
-    jepa:configs/pretrain/vitl16.yaml ``pred_depth 12``, ``pred_embed_dim 384``)."""
+    """V-JEPA predictor for an encoder size (name or width): heads = encoder heads
+    (jepa:src/models/predictor.py, jepa:configs/pretrain/vitl16.yaml ``pred_depth 12``, ``pred_embed_dim 384``)."""
     opts = dict(embed_dim=_encoder_width(encoder))
     if isinstance(encoder, str):
         opts["num_heads"] = VIDEO_VIT_SIZES[encoder][2]
@@ -221,7 +148,7 @@ def vjepa_predictor(encoder: str | int = "vit_large", **kwargs) -> VJEPAPredicto
 
 def vjepa2_predictor(encoder: str | int = "vit_large", **kwargs) -> VJEPA2Predictor:
     """V-JEPA 2 predictor for an encoder size: 384 wide, 12 deep, 12 heads, 10 mask tokens
-    (hubconf / vjepa2:src/hub/backbones.py; reference C.1, C.6)."""
+    (vjepa2:src/hub/backbones.py)."""
     opts = dict(embed_dim=_encoder_width(encoder))
     opts.update(kwargs)
     return VJEPA2Predictor(**opts)

@@ -1,6 +1,6 @@
 """3-D rotary position embedding (RoPE) of V-JEPA 2, and attention / blocks that use it.
 
-Reference C.1 (vjepa2:src/models/utils/modules.py ``RoPEAttention``, ``rotate_queries_or_keys``):
+As in vjepa2:src/models/utils/modules.py (``RoPEAttention``, ``rotate_queries_or_keys``):
 
 - Per head of size ``Dh``, each axis gets ``S = 2 * floor(floor(Dh / 3) / 2)`` channels, laid out
   ``[time S | height S | width S | rest]``; the rest is left untouched (Dh=64 -> S=20, 4 untouched;
@@ -13,23 +13,24 @@ Reference C.1 (vjepa2:src/models/utils/modules.py ``RoPEAttention``, ``rotate_qu
 - **Official quirk (kept by default)**: the per-channel angles are *tiled*,
   ``a_j = theta_(j mod S/2)`` (``repeat``), so the two members of a pair turn by different angles
   and the map is not a rotation of the pair (vjepa2 PR #15, kept open for checkpoint
-  compatibility; reference C.1 and part D item 6). ``fix_tiling=True`` uses the textbook
-  interleaved layout ``a_2i = a_2i+1 = theta_i`` (``repeat_interleave``), which is a true
-  rotation and gives relative-position attention scores. Released V-JEPA 2 weights need the
-  tiled form.
+  compatibility). ``fix_tiling=True`` uses the textbook interleaved layout
+  ``a_2i = a_2i+1 = theta_i`` (``repeat_interleave``), which is a true rotation and gives
+  relative-position attention scores. Released V-JEPA 2 weights need the tiled form.
 - Frequencies and angles are computed in the activation dtype (q's dtype, bf16 under autocast),
-  as the official code does (reference C.1), so bf16 results match bit for bit.
+  as vjepa2:src/models/utils/modules.py does, so bf16 results match bit for bit.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
-from jepa_core.nn.vit import Block, attend
+from jepa_core.nn.layers import Block, attend, split_heads
 from torch import nn
 
 
 def rope_axis_dim(head_dim: int) -> int:
-    """Channels per axis: ``2 * floor(floor(head_dim / 3) / 2)`` (reference C.1)."""
+    """Channels per axis: ``2 * floor(floor(head_dim / 3) / 2)`` (vjepa2:src/models/utils/modules.py)."""
     return 2 * ((head_dim // 3) // 2)
 
 
@@ -125,6 +126,12 @@ def rotate_full(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) ->
     return x * cos + swapped * signed_sin
 
 
+def _need_grid(grid_hw):
+    if grid_hw is None:
+        raise ValueError("token indices need grid_hw = (H', W') (or pass a RoPETables)")
+    return grid_hw
+
+
 def apply_rope_3d(
     x: torch.Tensor,
     ids: torch.Tensor | RoPETables,
@@ -144,9 +151,10 @@ class RoPEAttention(nn.Module):
     """Self-attention with 3-D RoPE on q and k; parameters ``qkv`` and ``proj`` as in
     :class:`jepa_core.nn.vit.Attention` (vjepa2:src/models/utils/modules.py ``RoPEAttention``).
 
-    ``forward(x, ids, grid_hw, attn_mask=None)``: ``ids`` are the token indices on the full
-    ``(T', H', W')`` grid (``[N]`` or ``[B, N]``), or a :class:`RoPETables` of them shared
-    across blocks; ``grid_hw = (H', W')``. SDPA, default scale ``Dh ** -0.5``.
+    ``forward(x, ids, grid_hw=None, attn_mask=None)``: ``ids`` are the token indices on the full
+    ``(T', H', W')`` grid (``[N]`` or ``[B, N]``) with ``grid_hw = (H', W')``, or a
+    :class:`RoPETables` of them shared across blocks (which carries the grid). SDPA, default
+    scale ``Dh ** -0.5``.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, fix_tiling: bool = False):
@@ -162,16 +170,14 @@ class RoPEAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        ids: torch.Tensor,
-        grid_hw: tuple[int, int],
+        ids: torch.Tensor | RoPETables,
+        grid_hw: tuple[int, int] | None = None,
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = split_heads(self.qkv(x), self.num_heads)
         # q and k rotated one after the other: with one unbind, the backward stacks the three
         # gradients once (slicing qkv[:2] and qkv[2] would zero-fill and add full-size buffers).
-        tables = ids if isinstance(ids, RoPETables) else RoPETables(ids, grid_hw, self.fix_tiling)
+        tables = ids if isinstance(ids, RoPETables) else RoPETables(ids, _need_grid(grid_hw), self.fix_tiling)
         cos, sin = tables.get(self.head_dim, q.dtype)
         return attend(rotate_full(q, cos, sin), rotate_full(k, cos, sin), v, attn_mask, self.proj)
 
@@ -194,9 +200,31 @@ class RoPEBlock(Block):
     def forward(  # type: ignore[override]
         self,
         x: torch.Tensor,
-        ids: torch.Tensor,
-        grid_hw: tuple[int, int],
+        ids: torch.Tensor | RoPETables,
+        grid_hw: tuple[int, int] | None = None,
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), ids, grid_hw, attn_mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class RoPE3D:
+    """3-D RoPE as a :class:`jepa_core.nn.interfaces.PositionEncoding`: nothing additive,
+    :class:`RoPEBlock` blocks, and per forward one :class:`RoPETables` of the token indices on
+    the ``(T', H', W')`` grid, shared by every block (vjepa2:src/models/vision_transformer.py
+    ``use_rope``, vjepa2:src/models/predictor.py)."""
+
+    def __init__(self, fix_tiling: bool = False):
+        self.fix_tiling = fix_tiling
+        self.block = partial(RoPEBlock, fix_tiling=fix_tiling)
+
+    def table(self, grid: tuple[int, ...], dim: int) -> None:
+        return None
+
+    def attention_context(self, ids: torch.Tensor, grid: tuple[int, ...]) -> RoPETables:
+        if len(grid) != 3:
+            raise ValueError(f"3-D RoPE needs a (T', H', W') token grid, got {grid}")
+        return RoPETables(ids, (grid[1], grid[2]), self.fix_tiling)
+
+    def __repr__(self) -> str:
+        return f"RoPE3D(fix_tiling={self.fix_tiling})"

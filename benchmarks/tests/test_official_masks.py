@@ -2,8 +2,9 @@
 
 Runs only with official checkouts (never bundled, CC-BY-NC), e.g.
 ``JEPA_OFFICIAL_IJEPA=/tmp/official/ijepa JEPA_OFFICIAL_JEPA=/tmp/official/jepa
-JEPA_OFFICIAL_VJEPA2=/tmp/official/vjepa2 pytest packages/jepa-core/tests/test_core_masks_official.py``;
-skipped otherwise. Our own statistics tests are in test_core_masks.py / test_core_video_masks.py.
+JEPA_OFFICIAL_VJEPA2=/tmp/official/vjepa2 pytest benchmarks/tests/test_official_masks.py``;
+skipped otherwise. Our own statistics tests are in packages/jepa-core/tests/test_core_masks.py and
+packages/jepa-video/tests/test_video_masks.py.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
+import official as O  # benchmarks/official.py (conftest.py puts benchmarks/ on the path)
 import pytest
 import torch
 from jepa_core.masks import MultiBlockMaskCollator, MultiBlockMaskConfig
@@ -43,8 +45,6 @@ def _close(x: float, y: float, rel: float) -> bool:
 
 
 def test_ijepa_collator_statistics_match_official():
-    from jepa_core import bench_official as O
-
     theirs = O.ijepa_mask_collator(_path("JEPA_OFFICIAL_IJEPA"), 224, 16)
     ours = MultiBlockMaskCollator(MultiBlockMaskConfig(), 224, 16, seed=3)
     samples = [(torch.zeros(1), 0) for _ in range(16)]
@@ -69,8 +69,6 @@ def test_ijepa_collator_statistics_match_official():
 
 @pytest.mark.parametrize("key,var,img", [("jepa", "JEPA_OFFICIAL_JEPA", 224), ("vjepa2", "JEPA_OFFICIAL_VJEPA2", 256)])
 def test_video_collator_statistics_match_official(key, var, img):
-    from jepa_core import bench_official as O
-
     theirs = O.video_mask_collator(key, _path(var), img)
     ours = MultiBlock3DMaskCollator(VJEPA_MASK_CONFIGS, img, 16, 16, 2, seed=5)
     batch = 24

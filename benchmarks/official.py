@@ -1,7 +1,11 @@
-"""Adapters that run the official JEPA code next to ours in :mod:`jepa_core.bench`.
+"""The official JEPA code next to ours in the benchmark cases (repository only, never in a wheel).
 
 Nothing of the official code is bundled (it is CC-BY-NC): the user passes paths to checkouts of
-facebookresearch/ijepa, /jepa and /vjepa2, and their ``src`` package is imported from there.
+facebookresearch/ijepa, /jepa and /vjepa2 (``--official-ijepa PATH`` etc., see
+:func:`add_arguments`), and their ``src`` package is imported from there. :func:`adapters` makes
+the ``Context.official`` mapping that the method packages' cases (``jepa_image.bench``,
+``jepa_video.bench``) read: upstream repo name -> :class:`Official`, whose ``mask_collator`` and
+``step`` give the official equivalent of a case.
 All three name their package ``src``, so each import purges ``src.*`` from ``sys.modules``
 before and after. ``timm`` and ``einops`` (imported by vjepa2 but not needed here: drop path is
 0 and ``rearrange`` is unused) are stubbed when not installed. Nothing in their code needs CUDA
@@ -15,11 +19,13 @@ predictor, the loss, backward, AdamW (their four parameter groups, torch's defau
 implementation), and the EMA over ``zip(encoder.parameters(), target.parameters())``.
 ``step`` is the compute of their step (no logging); ``step_as_train_py`` adds what their loop
 also does every iteration (per-parameter gradient-norm logging, AdamW moment logging and
-``float(loss)``, each a host sync).
+``float(loss)``, each a host sync). Before timing, :meth:`Official.step` checks that both
+sides give the same loss from the same weights, inputs and masks.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import importlib
@@ -92,7 +98,8 @@ def official(path: str | Path):
 
 
 def ijepa_mask_collator(path, img: int, patch: int, **overrides):
-    """The official I-JEPA collator with the released config (reference A.2)."""
+    """The official I-JEPA collator (ijepa:src/masks/multiblock.py) with the released config
+    (ijepa:configs/in1k_vith14_ep300.yaml)."""
     with official(path) as imp:
         MaskCollator = imp("src.masks.multiblock").MaskCollator
     kw = dict(input_size=(img, img), patch_size=patch, enc_mask_scale=(0.85, 1.0), pred_mask_scale=(0.15, 0.2),
@@ -110,8 +117,10 @@ VIDEO_MASK_CFGS = [
 
 
 def video_mask_collator(key: str, path, img: int, frames: int = 16, cfgs=None):
-    """The official V-JEPA (``key="jepa"``) or V-JEPA 2 (``"vjepa2"``, one clip length) collator
-    with the released two-configuration setting (reference B.2, C.2)."""
+    """The official V-JEPA (``key="jepa"``, jepa:src/masks/multiblock3d.py) or V-JEPA 2
+    (``"vjepa2"``, one clip length, vjepa2:src/masks/multiseq_multiblock3d.py) collator with the
+    released two-configuration setting (jepa:configs/pretrain/vitl16.yaml,
+    vjepa2:configs/train/vitl16/pretrain-256px-16f.yaml)."""
     cfgs = VIDEO_MASK_CFGS if cfgs is None else cfgs
     if key == "jepa":
         with official(path) as imp:
@@ -310,3 +319,56 @@ def video_step_builder(key: str, path):
         return OfficialStep(encoder, predictor, forward_loss_v1, ctx, ema_foreach=False, loggers=loggers, unscale=True)
 
     return build
+
+
+# ---------------------------------------------------------------------------------------------
+# what the cases see: ctx.official[repo]
+
+
+def check_same_loss(label: str, ours, batch: dict, theirs: OfficialStep, ctx) -> None:
+    """Both sides' loss from the same weights, inputs and masks, before any step: equal up to
+    fp32 rounding (an error in fp32, a warning under autocast)."""
+    with torch.no_grad(), torch.autocast(ctx.device.type, dtype=ctx.dtype, enabled=ctx.dtype is not None):
+        l_ours = ours(batch)["loss"].float().item()
+    l_theirs = theirs.loss().float().item()
+    ctx.log(f"  {label}: loss ours {l_ours:.6f} official {l_theirs:.6f} difference {l_ours - l_theirs:+.2e}")
+    if abs(l_ours - l_theirs) > 1e-4 * max(1.0, abs(l_theirs)):
+        if ctx.dtype is None:  # fp32: the same computation must give the same loss
+            raise AssertionError(f"{label}: losses differ (ours {l_ours}, official {l_theirs})")
+        ctx.log(f"  WARNING {label}: losses differ beyond fp32 rounding under {ctx.dtype} autocast")
+
+
+class Official:
+    """One official checkout (``repo``: ijepa, jepa or vjepa2) as the benchmark cases use it."""
+
+    def __init__(self, repo: str, path: str | Path):
+        if repo not in ("ijepa", "jepa", "vjepa2"):
+            raise ValueError(f"unknown official repository {repo!r}")
+        self.repo, self.path = repo, str(path)
+        self._builder = None
+
+    def mask_collator(self, img: int, patch: int = 16, frames: int = 16):
+        if self.repo == "ijepa":
+            return ijepa_mask_collator(self.path, img, patch)
+        return video_mask_collator(self.repo, self.path, img, frames)
+
+    def step(self, ours, batch: dict, ctx) -> OfficialStep:
+        """Their step for our ``model`` (its weights copied), after the same-loss check."""
+        if self._builder is None:
+            self._builder = (ijepa_step_builder(self.path) if self.repo == "ijepa"
+                             else video_step_builder(self.repo, self.path))
+        theirs = self._builder(ours, batch, ctx)
+        check_same_loss(f"{self.repo} step", ours, batch, theirs, ctx)
+        return theirs
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--official-ijepa", metavar="PATH", help="a checkout of facebookresearch/ijepa")
+    ap.add_argument("--official-jepa", metavar="PATH", help="a checkout of facebookresearch/jepa (V-JEPA)")
+    ap.add_argument("--official-vjepa2", metavar="PATH", help="a checkout of facebookresearch/vjepa2")
+
+
+def adapters(args: argparse.Namespace) -> dict[str, Official]:
+    """``Context.official`` from the ``--official-*`` options."""
+    paths = {"ijepa": args.official_ijepa, "jepa": args.official_jepa, "vjepa2": args.official_vjepa2}
+    return {repo: Official(repo, path) for repo, path in paths.items() if path}

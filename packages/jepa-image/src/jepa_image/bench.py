@@ -1,0 +1,147 @@
+"""I-JEPA's ``jepa bench`` cases (entry point ``jepa.bench``: ``ijepa = "jepa_image.bench:CASES"``).
+
+``masks``: the multi-block collator; ``steps``: the training step; ``ema``: the EMA update of a
+ViT-Small; ``data``: an image batch; ``ckpt`` (not default): activation checkpointing against
+the plain step. With an official adapter in ``ctx.official["ijepa"]`` (benchmarks/official.py,
+repository only) the masks and steps cases time the official code beside ours.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from jepa_core.benchmark import (
+    BenchCase,
+    Context,
+    Row,
+    interleaved,
+    single_thread,
+    step_row,
+    train_step,
+)
+
+# size -> (encoder, image px, batch, predictor width, predictor depth); tiny and small fit a
+# CPU run, base and large are for GPUs (benchmarks/gpu_suite.sh)
+SIZES = {
+    "tiny": ("vit_tiny", 224, 16, 96, 6),
+    "small": ("vit_small", 224, 8, 192, 6),
+    "base": ("vit_base", 224, 64, 384, 6),
+    "large": ("vit_large", 224, 32, 384, 12),
+}
+
+
+def build_model(size: str):
+    """``(model, config)`` of I-JEPA at a benchmark size, seeded."""
+    from jepa_image.ijepa import IJEPAConfig
+    from jepa_image.ijepa import build_model as build
+
+    enc, img, _, pdim, pdepth = SIZES[size]
+    cfg = IJEPAConfig()
+    cfg.model.encoder, cfg.model.patch_size, cfg.data.image_size = enc, 16, img
+    cfg.model.pred_emb_dim, cfg.model.pred_depth = pdim, pdepth
+    torch.manual_seed(0)
+    return build(cfg), cfg
+
+
+def make_batch(size: str, ctx: Context, seed: int = 0) -> dict:
+    """Random images and multi-block masks of a benchmark size, on ``ctx.device``."""
+    from jepa_core.masks import MultiBlockMaskCollator, MultiBlockMaskConfig
+
+    _, img, batch, _, _ = SIZES[size]
+    images = torch.randn(batch, 3, img, img, generator=torch.Generator().manual_seed(seed))
+    out = MultiBlockMaskCollator(MultiBlockMaskConfig(), img, 16, seed=seed)([(x, 0) for x in images])
+    return {"images": images.to(ctx.device), "masks_enc": [m.to(ctx.device) for m in out["masks_enc"]],
+            "masks_pred": [m.to(ctx.device) for m in out["masks_pred"]]}
+
+
+def case_masks(ctx: Context) -> list[Row]:
+    from jepa_core.masks import MultiBlockMaskCollator, MultiBlockMaskConfig
+
+    batch, img, patch = 128, 224, 16
+    samples = [(torch.zeros(1), 0) for _ in range(batch)]  # collation: mask sampling + a trivial collate
+    ours = MultiBlockMaskCollator(MultiBlockMaskConfig(), img, patch)
+    fns = [lambda: ours(samples)]
+    if ctx.official.get("ijepa"):
+        theirs = ctx.official["ijepa"].mask_collator(img, patch)
+        fns.append(lambda: theirs(samples))
+    with single_thread():
+        t, speed = interleaved(fns, ctx.warmup, ctx.repeats * 2)
+    return [Row(f"I-JEPA multi-block masks (1 ctx + 4 targets), batch {batch}, 14x14 grid",
+                t[0], t[1] if len(t) > 1 else None, speedup=speed)]
+
+
+def _precision(ctx: Context) -> str:
+    return "fp32" if ctx.dtype is None else str(ctx.dtype).replace("torch.", "")
+
+
+def case_steps(ctx: Context) -> list[Row]:
+    if not ctx.wants("ijepa"):
+        return []
+    rows = []
+    for size in ctx.sizes:
+        enc, img, b, pdim, pdepth = SIZES[size]
+        model, _ = build_model(size)
+        model.to(ctx.device).train()
+        batch = make_batch(size, ctx)
+        # the official model is built first, from our weights (identical start)
+        theirs = ctx.official["ijepa"].step(model, batch, ctx) if ctx.official.get("ijepa") else None
+        steps = [train_step(model, batch, ctx)] + ([theirs.step] if theirs else [])
+        rows.append(step_row(ctx, f"I-JEPA train step, {enc} {img} px/16, pred {pdim}x{pdepth}, batch {b}, "
+                             f"{_precision(ctx)}", steps, b))
+    return rows
+
+
+def case_ckpt(ctx: Context) -> list[Row]:
+    """Activation checkpointing against the plain step, ours only, at the largest size asked for
+    (the official I-JEPA has no such option)."""
+    from jepa_core.nn import enable_activation_checkpointing
+
+    if not ctx.wants("ijepa"):
+        return []
+    size = ctx.sizes[-1]
+    model, _ = build_model(size)
+    model.to(ctx.device).train()
+    plain = copy.deepcopy(model)
+    enable_activation_checkpointing(model.encoder.blocks)
+    enable_activation_checkpointing(model.predictor.predictor_blocks)
+    batch, n = make_batch(size, ctx), SIZES[size][2]
+    row = step_row(ctx, f"ijepa {size}: activation checkpointing (ours) vs without (official column: ours plain)",
+                   [train_step(m, batch, ctx) for m in (model, plain)], n)
+    row.note = f"{n / row.ours:.1f} samples/s with, {n / row.theirs:.1f} without"
+    return [row]
+
+
+def case_ema(ctx: Context) -> list[Row]:
+    from jepa_core.nn import vit
+    from jepa_core.target import EMATarget
+
+    enc = vit("vit_small").to(ctx.device)
+    tgt, ref = EMATarget(enc), copy.deepcopy(enc)
+
+    def official_loop():  # ijepa:src/train.py and jepa:app/vjepa/train.py, one pair at a time
+        with torch.no_grad():
+            for q, k in zip(enc.parameters(), ref.parameters()):
+                k.data.mul_(0.996).add_((1.0 - 0.996) * q.detach().data)
+
+    t, speed = interleaved([lambda: tgt.update(enc, 0.996), official_loop], ctx.warmup, ctx.repeats * 4, ctx.device)
+    n = sum(p.numel() for p in enc.parameters()) / 1e6
+    return [Row(f"EMA update alone, ViT-Small encoder ({n:.1f} M params); theirs: the I-JEPA/V-JEPA loop",
+                t[0], t[1], speedup=speed)]
+
+
+def case_data(ctx: Context) -> list[Row]:
+    from jepa_image.ijepa import IJEPAConfig, build_train_data
+
+    cfg = IJEPAConfig()
+    cfg.data.dataset, cfg.data.image_size, cfg.model.patch_size = "fashion_mnist_demo", 28, 4
+    cfg.mask.min_keep = 4
+    ds, collate = build_train_data(cfg)
+    b, idx = 128, iter(range(10**9))
+    t = interleaved([lambda: collate([ds[next(idx) % len(ds)] for _ in range(b)])], 1, ctx.repeats)[0][0]
+    return [Row(f"image batch: {b} Fashion-MNIST samples + batched crop + masks (28 px)", t,
+                note=f"{b / t:.0f} images/s")]
+
+
+CASES = [BenchCase("masks", case_masks), BenchCase("steps", case_steps), BenchCase("ema", case_ema),
+         BenchCase("data", case_data), BenchCase("ckpt", case_ckpt, default=False)]

@@ -1,0 +1,154 @@
+"""V-JEPA and V-JEPA 2 ``jepa bench`` cases (entry point ``jepa.bench``:
+``video = "jepa_video.bench:CASES"``).
+
+``masks``: the 3-D multi-block collator; ``steps``: the training steps; ``data``: clip decoding
+per installed backend; ``ckpt`` (not default): activation checkpointing against the plain step.
+With official adapters in ``ctx.official["jepa"]`` / ``["vjepa2"]`` (benchmarks/official.py,
+repository only) the masks and steps cases time the official code beside ours.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from jepa_core.benchmark import (
+    BenchCase,
+    Context,
+    Row,
+    interleaved,
+    single_thread,
+    step_row,
+    train_step,
+)
+
+# size -> (encoder, frame px, frames, batch, predictor width, predictor depth); tiny and small
+# fit a CPU run, base and large are for GPUs (benchmarks/gpu_suite.sh)
+SIZES = {
+    "tiny": ("vit_tiny", 112, 16, 4, 96, 6),
+    "small": ("vit_small", 112, 16, 2, 192, 6),
+    "base": ("vit_base", 224, 16, 8, 384, 6),
+    "large": ("vit_large", 224, 16, 8, 384, 12),
+}
+METHODS = {"vjepa": ("V-JEPA", "jepa"), "vjepa2": ("V-JEPA 2", "vjepa2")}  # label, upstream repo
+
+
+def build_model(method: str, size: str, packed: bool = True):
+    """``(model, config)`` of V-JEPA (``"vjepa"``) or V-JEPA 2 (``"vjepa2"``) at a benchmark size."""
+    from jepa_video.vjepa import VJEPA2Config, VJEPAConfig
+    from jepa_video.vjepa import build_model as build
+
+    enc, img, frames, _, pdim, pdepth = SIZES[size]
+    cfg = VJEPA2Config() if method == "vjepa2" else VJEPAConfig()
+    m, d = cfg.model, cfg.data
+    m.encoder, m.pred_emb_dim, m.pred_depth = enc, pdim, pdepth
+    m.pred_num_heads = None  # the encoder's heads (head_dim 32 for RoPE at both sizes)
+    m.activation_checkpointing = False  # off on both sides (a memory/speed trade, not a hot path)
+    m.packed_context = packed
+    d.crop_size, d.frames_per_clip = img, frames
+    torch.manual_seed(0)
+    return build(cfg), cfg
+
+
+def make_batch(size: str, ctx: Context, seed: int = 0) -> dict:
+    """Random clips and the released two mask configurations, on ``ctx.device``."""
+    from jepa_video.masks import VJEPA_MASK_CONFIGS, MultiBlock3DMaskCollator
+
+    _, img, frames, batch, _, _ = SIZES[size]
+    clips = torch.randn(batch, 3, frames, img, img, generator=torch.Generator().manual_seed(seed))
+    out = MultiBlock3DMaskCollator(VJEPA_MASK_CONFIGS, img, frames, 16, 2, seed=seed)([(x, 0) for x in clips])
+    return {"videos": clips.to(ctx.device), "masks_enc": [m.to(ctx.device) for m in out["masks_enc"]],
+            "masks_pred": [m.to(ctx.device) for m in out["masks_pred"]]}
+
+
+def case_masks(ctx: Context) -> list[Row]:
+    from jepa_video.masks import VJEPA_MASK_CONFIGS, MultiBlock3DMaskCollator
+
+    rows, batch = [], 24
+    for label, img, key in (("V-JEPA", 224, "jepa"), ("V-JEPA 2", 256, "vjepa2")):
+        ours = MultiBlock3DMaskCollator(VJEPA_MASK_CONFIGS, img, 16, 16, 2)
+        samples = [(torch.zeros(1), 0) for _ in range(batch)]
+        fns = [lambda ours=ours, samples=samples: ours(samples)]
+        if ctx.official.get(key):
+            theirs = ctx.official[key].mask_collator(img)
+            # vjepa2:src/masks/multiseq_multiblock3d.py reads each sample's frame indices
+            ts = [(torch.zeros(1), 0, [list(range(16))]) for _ in range(batch)] if key == "vjepa2" else samples
+            fns.append(lambda theirs=theirs, ts=ts: theirs(ts))
+        with single_thread():
+            t, speed = interleaved(fns, ctx.warmup, ctx.repeats * 2)
+        g = img // 16
+        rows.append(Row(f"{label} 3-D multi-block masks (8x0.15 + 2x0.7), batch {batch}, 16 frames {img} px "
+                        f"(8x{g}x{g})", t[0], t[1] if len(t) > 1 else None, speedup=speed))
+    return rows
+
+
+def case_steps(ctx: Context) -> list[Row]:
+    prec = "fp32" if ctx.dtype is None else str(ctx.dtype).replace("torch.", "")
+    rows = []
+    for size in ctx.sizes:
+        for method, (label, key) in METHODS.items():
+            if not ctx.wants(method):
+                continue
+            enc, img, frames, b, pdim, pdepth = SIZES[size]
+            model, _ = build_model(method, size)
+            model.to(ctx.device).train()
+            batch = make_batch(size, ctx)
+            # the official model is built first, from our weights (identical start)
+            theirs = ctx.official[key].step(model, batch, ctx) if ctx.official.get(key) else None
+            steps = [train_step(model, batch, ctx)] + ([theirs.step] if theirs else [])
+            rows.append(step_row(ctx, f"{label} train step, {enc} {frames}f {img} px, pred {pdim}x{pdepth}, "
+                                 f"batch {b}, {prec}", steps, b))
+    return rows
+
+
+def case_ckpt(ctx: Context) -> list[Row]:
+    """Activation checkpointing against the plain step, ours only, at the largest size asked for
+    (the official V-JEPA has no such option; V-JEPA 2's is the same per-block checkpoint)."""
+    from jepa_core.nn import enable_activation_checkpointing
+
+    size, rows = ctx.sizes[-1], []
+    for method in METHODS:
+        if not ctx.wants(method):
+            continue
+        model, _ = build_model(method, size)
+        model.to(ctx.device).train()
+        plain = copy.deepcopy(model)
+        enable_activation_checkpointing(model.encoder.blocks)
+        enable_activation_checkpointing(model.predictor.predictor_blocks)
+        batch, n = make_batch(size, ctx), SIZES[size][3]
+        row = step_row(ctx, f"{method} {size}: activation checkpointing (ours) vs without (official column: "
+                       f"ours plain)", [train_step(m, batch, ctx) for m in (model, plain)], n)
+        row.note = f"{n / row.ours:.1f} samples/s with, {n / row.theirs:.1f} without"
+        rows.append(row)
+        del model, plain, batch
+        if ctx.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def case_data(ctx: Context) -> list[Row]:
+    import tempfile
+    from pathlib import Path
+
+    from jepa_video.datasets import VideoIndex
+    from jepa_video.decoders import available_backends
+    from jepa_video.demo_data import make_demo_videos
+    from jepa_video.sampling import ClipSampler
+    from jepa_video.transforms import VideoTrainTransform
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        index = make_demo_videos(Path(tmp) / "clips", 16, frames=48, size=64, seed=0)
+        index = index if index.is_file() else Path(tmp) / "clips" / "index.csv"
+        for backend in available_backends():
+            ds = VideoIndex(index, sampler=ClipSampler(frames_per_clip=16, frame_step=2), backend=backend,
+                            transform=VideoTrainTransform(64))
+            idx = iter(range(10**9))
+            t = interleaved([lambda ds=ds, idx=idx: ds[next(idx) % len(ds)]], 2, ctx.repeats * 2)[0][0]
+            rows.append(Row(f"video clip: 16 of 48 frames (step 2), 64 px mp4, crop + flip, {backend}", t,
+                            note=f"{1 / t:.0f} clips/s"))
+    return rows
+
+
+CASES = [BenchCase("masks", case_masks), BenchCase("steps", case_steps), BenchCase("data", case_data),
+         BenchCase("ckpt", case_ckpt, default=False)]

@@ -1,0 +1,52 @@
+"""V-JEPA and V-JEPA 2 `jepa bench` cases (jepa_video.bench) and their entry point."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from jepa_core import benchmark
+from jepa_video import bench
+
+
+def _ctx(**kw) -> benchmark.Context:
+    return benchmark.Context(repeats=1, warmup=0, log=lambda s: None, **kw)
+
+
+def test_entry_point_names_the_cases():
+    eps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["entry-points"]
+    ((name, value),) = eps["jepa.bench"].items()
+    assert metadata.EntryPoint(name, value, "jepa.bench").load() is bench.CASES
+    installed = [ep for ep in metadata.entry_points(group="jepa.bench") if ep.name == name]
+    if installed:  # an environment synced since the entry point was added
+        assert installed[0].load() is bench.CASES
+    assert [c.name for c in bench.CASES] == ["masks", "steps", "data", "ckpt"]
+    assert [c.name for c in bench.CASES if not c.default] == ["ckpt"]
+
+
+def test_masks_and_data_cases():
+    ctx = _ctx()
+    rows = bench.case_masks(ctx)
+    assert [r.name.split(" 3-D")[0] for r in rows] == ["V-JEPA", "V-JEPA 2"]
+    assert all(r.ours > 0 and r.theirs is None for r in rows)
+    rows = bench.case_data(ctx)
+    assert rows and all(r.note.endswith("clips/s") for r in rows)
+
+
+@pytest.mark.parametrize("method", ["vjepa", "vjepa2"])
+def test_model_and_batch_of_a_size(method):
+    import torch
+
+    model, cfg = bench.build_model(method, "tiny")
+    batch = bench.make_batch("tiny", _ctx())
+    assert cfg.model.encoder == "vit_tiny" and batch["videos"].shape == (4, 3, 16, 112, 112)
+    with torch.no_grad():
+        assert torch.isfinite(model(batch)["loss"])
+
+
+@pytest.mark.slow
+def test_steps_case_tiny():
+    rows = bench.case_steps(_ctx(sizes=("tiny",), methods=("vjepa2",)))
+    assert [r.name.split(" train")[0] for r in rows] == ["V-JEPA 2"] and rows[0].mem_ours > 0
