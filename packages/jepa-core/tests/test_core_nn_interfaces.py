@@ -4,6 +4,7 @@ against outputs saved from the implementation before they became configurations.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -321,3 +322,16 @@ def test_mask_token_count_and_init():
     assert many.query_token(4) is many.mask_tokens[1]  # mask_index mod count
     one = MaskTokenPredictor(SinCos2D(), (2, 2), embed_dim=8, predictor_embed_dim=8, depth=1, num_heads=2)
     assert one.query_token(7) is one.mask_token and one.mask_token.abs().sum() > 0
+
+
+def test_sincos_1d_position_encoding():
+    """The 1-D table: position p, channel k < d/2 is sin(p / 10000^(2k/d)), channel d/2 + k its cos."""
+    from jepa_core.nn import SinCos1D
+
+    t = SinCos1D().table((5,), 8)
+    assert t.shape == (5, 8) and t.dtype == torch.float32
+    p, k = 3, 1
+    w = 1.0 / 10000 ** (2 * k / 8)
+    assert abs(t[p, k].item() - math.sin(p * w)) < 1e-6 and abs(t[p, 4 + k].item() - math.cos(p * w)) < 1e-6
+    with pytest.raises(ValueError, match="1-D token grid"):
+        SinCos1D().table((2, 3), 8)

@@ -20,14 +20,6 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cross_block_layout(D: int, with_proj: bool) -> list[tuple[str, tuple[int, ...]]]:
     p = "pooler.cross_attention_block."
     rows = [

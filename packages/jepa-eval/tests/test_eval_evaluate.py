@@ -14,14 +14,6 @@ from torch.utils.data import TensorDataset
 C = 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny_images(n_per_class: int, seed: int):
     """C noisy copies of C fixed 8x8 prototypes: an easy, labeled image set."""
     protos = torch.rand(C, 1, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -12,14 +12,6 @@ from jepa_eval.lowshot import low_shot, samples_per_class, stratified_subset
 from torch.utils.data import TensorDataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_stratified_subset_sizes_per_class():
     # unbalanced classes: 200, 50 and 3 samples
     y = torch.cat([torch.zeros(200), torch.ones(50), torch.full((3,), 2)]).long()

@@ -18,14 +18,6 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_rankme_isotropic_is_full_and_rank_one_is_one():
     g = torch.Generator().manual_seed(0)
     D = 64

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from jepa_eval.probes import knn_probe, linear_probe, standardize
 
 C, D = 5, 64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny problems: one thread is faster than two on a shared machine, and deterministic.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def clusters(n_train: int = 40, n_test: int = 40, sep: float = 8.0, seed: int = 0):

@@ -19,6 +19,7 @@ from jepa_core import pretrained as P
 from jepa_core.cli import main as jepa_main
 from jepa_core.nn.pos_embed import sincos_2d
 from jepa_core.pretrained import PretrainedError
+from jepa_core.testing import official_layout
 from jepa_image import from_pretrained, load_pretrained
 from jepa_image.pretrained import infer_arch
 
@@ -358,13 +359,8 @@ def test_loading_infers_the_model_config_and_builds_the_pretraining_modules(tmp_
 
     cfg = _tiny_cfg(*extra)
     model = build_model(cfg)
-    with torch.no_grad():  # not the init: the loaded weights must be these (tables stay sin-cos)
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.01)
-    obj = {p: P.add_prefix(getattr(model, p).state_dict(), "module.") for p in ("encoder", "predictor")}
-    obj["target_encoder"] = P.add_prefix(model.target_encoder.module.state_dict(), "module.")
-    torch.save(obj, tmp_path / "tiny.pth.tar")
+    # perturbed: not the init, so the loaded weights must be these (tables stay sin-cos)
+    torch.save(official_layout(model, "module."), tmp_path / "tiny.pth.tar")
 
     parts = P.official_parts(torch.load(tmp_path / "tiny.pth.tar", weights_only=True))
     got, notes = infer_config(parts, num_heads=2, pred_num_heads=cfg.model.pred_num_heads)

@@ -22,6 +22,7 @@ from jepa_core.cli import main as jepa_main
 from jepa_core.masks import apply_masks
 from jepa_core.nn.pos_embed import sincos_3d
 from jepa_core.pretrained import PretrainedError
+from jepa_core.testing import official_layout
 from jepa_video import from_pretrained, load_pretrained
 from jepa_video.pretrained import _heads
 
@@ -226,6 +227,14 @@ def test_released_vjepa2_vitg_is_recognised():
     assert infer_arch(parts, "vjepa2", path_hint="vitg-384.pt")[0]["img_size"] == 384
 
 
+def _tiny_cfg(spec, depth: int, extra: list[str]):
+    """The demo config shrunk to a 32-wide encoder of ``depth`` blocks on 4 frames of 32 px."""
+    return spec.load_config("demo", overrides=[
+        "model.encoder=custom", "model.embed_dim=32", f"model.depth={depth}", "model.num_heads=2",
+        "model.pred_depth=1", "model.pred_emb_dim=16", "data.crop_size=32", "data.frames_per_clip=4", *extra,
+    ])
+
+
 @pytest.mark.parametrize("method, extra", [("vjepa", []), ("vjepa2", ["model.pred_num_heads=2",
                                                                       "model.rope_fix_tiling=true"])])
 def test_trainer_checkpoints_load_with_their_config(method, extra, tmp_path):
@@ -233,9 +242,7 @@ def test_trainer_checkpoints_load_with_their_config(method, extra, tmp_path):
     from jepa_core.registry import get_method
 
     spec = get_method(method)
-    cfg = spec.load_config("demo", overrides=["model.encoder=custom", "model.embed_dim=32", "model.depth=1",
-                                              "model.num_heads=2", "model.pred_depth=1", "model.pred_emb_dim=16",
-                                              "data.crop_size=32", "data.frames_per_clip=4", *extra])
+    cfg = _tiny_cfg(spec, 1, extra)
     model = spec.build_model(cfg)
     torch.save({"format": "jepa-run", "version": 1, "step": 3, "model": model.state_dict(), "optimizer": {},
                 "config": to_dict(cfg)}, tmp_path / "step-3.pt")
@@ -267,17 +274,10 @@ def test_loading_infers_the_model_config_and_builds_the_pretraining_modules(meth
     from jepa_video.pretrained import infer_config
 
     spec = get_method(method)
-    cfg = spec.load_config("demo", overrides=["model.encoder=custom", "model.embed_dim=32", "model.depth=2",
-                                              "model.num_heads=2", "model.pred_depth=1", "model.pred_emb_dim=16",
-                                              "data.crop_size=32", "data.frames_per_clip=4", *extra])
+    cfg = _tiny_cfg(spec, 2, extra)
     model = spec.build_model(cfg)
-    with torch.no_grad():  # not the init: the loaded weights must be these (tables stay sin-cos)
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.01)
-    obj = {p: P.add_prefix(getattr(model, p).state_dict(), "module.backbone.") for p in ("encoder", "predictor")}
-    obj["target_encoder"] = P.add_prefix(model.target_encoder.module.state_dict(), "module.backbone.")
-    torch.save(obj, tmp_path / "tiny.pt")
+    # perturbed: not the init, so the loaded weights must be these (tables stay sin-cos)
+    torch.save(official_layout(model, "module.backbone."), tmp_path / "tiny.pt")
     sizes = dict(img_size=32, num_frames=4) if method == "vjepa2" else {}  # RoPE files store no size
     hints = dict(num_heads=2, pred_num_heads=cfg.model.pred_num_heads, **sizes)
 

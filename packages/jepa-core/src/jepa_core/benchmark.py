@@ -1,7 +1,7 @@
 """Timing and memory helpers for benchmarks, and the ``jepa bench`` runner.
 
 Packages register :class:`BenchCase` lists under the ``jepa.bench`` entry-point group
-(``ijepa = "jepa_image.bench:CASES"``); ``jepa bench`` runs those of the installed packages.
+(``name = "package.bench:CASES"``); ``jepa bench`` runs those of the installed packages.
 Official-code comparisons live only in the repository (benchmarks/official.py, which fills
 ``Context.official``).
 """
@@ -37,7 +37,7 @@ class Row:
 
 @dataclass
 class Context:
-    """What a case runs with. ``official[repo]`` (ijepa, jepa, vjepa2), when given, offers
+    """What a case runs with. ``official[repo]`` (keyed by upstream repository name), when given, offers
     ``mask_collator(img, patch=16, frames=16)`` and ``step(model, batch, ctx)`` (an object whose
     ``step()`` is the official training step, built from ``model``'s weights)."""
 

@@ -17,7 +17,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     pt = sub.add_parser("pretrain", help="pretrain a method (default preset: demo)")
-    pt.add_argument("method", help="method name, e.g. ijepa (see `jepa list`)")
+    pt.add_argument("method", help="method name (`jepa list` shows the installed ones)")
     pt.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=5e-4 data.batch_size=64")
     pt.add_argument("--preset", help="preset name (see `jepa list`)")
     pt.add_argument("--config", help="YAML file merged over the preset")
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.train_samples=5000")
     ev.add_argument("--protocol", help="comma-separated: linear,knn,attentive,lowshot,finetune")
 
-    sub.add_parser("list", help="installed methods, presets and evaluators")
+    sub.add_parser("list", help="installed methods, presets, evaluators and checkpoint converters")
 
     cf = sub.add_parser("config", help="print the resolved config of a method and preset")
     cf.add_argument("method")
@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                 presets = ", ".join(spec.preset_paths()) or "-"
                 print(f"{name:10s} {spec.description}\n{'':10s} presets: {presets} (default {spec.default_preset})")
             print(f"evaluators: {', '.join(registry.evaluators()) or 'none (pip install jepa-eval)'}")
+            from jepa_core.pretrained import converters
+
+            print(f"checkpoint converters (jepa convert --method): {', '.join(converters()) or 'none'}")
         elif args.command == "config":
             import yaml
 

@@ -103,7 +103,7 @@ class EvalConfig:
     last_layers: int = 1  # mean-pool each of the last k layers and concatenate (1 = I-JEPA protocol)
     knn_k: tuple[int, ...] = (10, 20, 200)
     knn_temperature: float = 0.07
-    attentive_form: str = "vjepa2"  # the attentive probe's form; the evaluator checks it and lists the valid ones
+    attentive_form: str | None = None  # the attentive probe's form; None: the evaluator's default (jepa-eval: V-JEPA 2's); the evaluator checks it and lists the valid ones
     attentive_depth: int | None = None  # None: the form's default depth
     attentive_epochs: int = 20
     # Official: 4 per GPU x 64 GPUs = 256 (jepa:configs/evals/*.yaml); small

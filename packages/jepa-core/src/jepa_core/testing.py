@@ -19,7 +19,7 @@ from jepa_core.data import CorruptSampleError, collate_stamped
 from jepa_core.method import JEPAMethod
 from jepa_core.target import EMATarget
 
-__all__ = ["LinearJEPA", "PointsDataset", "collate_points", "nan_at_steps", "no_tf32", "tensor_digest"]
+__all__ = ["LinearJEPA", "PointsDataset", "collate_points", "nan_at_steps", "no_tf32", "official_layout", "tensor_digest"]
 
 
 class PointsDataset(Dataset):
@@ -106,3 +106,22 @@ def tensor_digest(tensors) -> str:
         d.update(str(tuple(t.shape)).encode())
         d.update(t.detach().cpu().contiguous().numpy().tobytes())
     return d.hexdigest()[:16]
+
+
+def official_layout(method: nn.Module, prefix: str, perturb: float = 0.01) -> dict:
+    """``{"encoder", "predictor", "target_encoder"}`` state dicts of ``method`` with a DDP
+    ``prefix`` (``"module."``: I-JEPA, ``"module.backbone."``: V-JEPA), the layout of an official
+    checkpoint, for loader tests. With ``perturb`` the trainable weights first get that much
+    Gaussian noise, so that a loader that rebuilt the init instead of loading would be caught."""
+    if perturb:
+        with torch.no_grad():
+            for p in method.parameters():
+                if p.requires_grad:
+                    p.add_(torch.randn_like(p) * perturb)
+
+    def prefixed(sd: dict) -> dict:
+        return {prefix + k: v for k, v in sd.items()}
+
+    obj = {p: prefixed(getattr(method, p).state_dict()) for p in ("encoder", "predictor")}
+    obj["target_encoder"] = prefixed(method.target_encoder.module.state_dict())
+    return obj

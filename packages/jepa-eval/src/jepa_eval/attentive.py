@@ -46,6 +46,7 @@ DEFAULT_LRS: tuple[float, ...] = (5e-3, 3e-3, 1e-3, 3e-4, 1e-4)
 DEFAULT_WDS: tuple[float, ...] = (0.01, 0.1, 0.4, 0.8)
 # Probe blocks per form: V-JEPA depth 1 (jepa:evals/*), V-JEPA 2 ``num_probe_blocks: 4``.
 DEFAULT_DEPTH: dict[str, int] = {"vjepa": 1, "vjepa2": 4}
+DEFAULT_FORM = "vjepa2"  # eval.attentive_form unset: the newer probe (V-JEPA 2), as before
 
 
 class CrossAttention(nn.Module):

@@ -71,7 +71,7 @@ def _check_eval(ev) -> None:
     unknown = [p for p in ev.protocols if p not in PROTOCOLS]
     if unknown:
         raise ConfigError(f"unknown evaluation protocol {unknown[0]!r}; valid: {', '.join(PROTOCOLS)}")
-    if ev.attentive_form not in DEFAULT_DEPTH:
+    if ev.attentive_form is not None and ev.attentive_form not in DEFAULT_DEPTH:
         raise ConfigError(
             f"eval.attentive_form must be one of {', '.join(DEFAULT_DEPTH)} (the V-JEPA or the V-JEPA 2 "
             f"attentive probe), got {ev.attentive_form!r}"
@@ -202,7 +202,7 @@ def _score(enc, tr_x, tr_y, te_x, te_y, tokens, train_set, test_set, cfg, device
 
 
 def _attentive(enc, train_set, test_set, cfg, device, seed, tokens=None) -> tuple[float, dict]:
-    from jepa_eval.attentive import extract_tokens, train_attentive_probes
+    from jepa_eval.attentive import DEFAULT_FORM, extract_tokens, train_attentive_probes
 
     if tokens is None:
         tokens = (extract_tokens(enc, train_set, cfg.batch_size, device, cfg.train_samples),
@@ -216,7 +216,7 @@ def _attentive(enc, train_set, test_set, cfg, device, seed, tokens=None) -> tupl
     res = train_attentive_probes(
         tok_tr[fit], y_tr[fit], tok_tr[val], y_tr[val], cfg.attentive_lrs, cfg.attentive_wds,
         tokens_test=tok_te, y_test=y_te, num_classes=int(max(y_tr.max(), y_te.max())) + 1, num_heads=heads,
-        depth=cfg.attentive_depth, form=cfg.attentive_form, epochs=cfg.attentive_epochs,
+        depth=cfg.attentive_depth, form=cfg.attentive_form or DEFAULT_FORM, epochs=cfg.attentive_epochs,
         batch_size=cfg.attentive_batch_size, seed=seed, device=device,
     )
     grid = {f"lr={lr:g},wd={wd:g}": round(v, 2) for (lr, wd), v in res.val_grid.items()}

@@ -12,15 +12,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from jepa_core.benchmark import (
-    BenchCase,
-    Context,
-    Row,
-    interleaved,
-    single_thread,
-    step_row,
-    train_step,
-)
+from jepa_core import benchmark as bm
 
 # size -> (encoder, frame px, frames, batch, predictor width, predictor depth); tiny and small
 # fit a CPU run, base and large are for GPUs (benchmarks/gpu_suite.sh)
@@ -50,7 +42,7 @@ def build_model(method: str, size: str, packed: bool = True):
     return build(cfg), cfg
 
 
-def make_batch(size: str, ctx: Context, seed: int = 0) -> dict:
+def make_batch(size: str, ctx: bm.Context, seed: int = 0) -> dict:
     """Random clips and the released two mask configurations, on ``ctx.device``."""
     from jepa_video.masks import VJEPA_MASK_CONFIGS, MultiBlock3DMaskCollator
 
@@ -61,7 +53,7 @@ def make_batch(size: str, ctx: Context, seed: int = 0) -> dict:
             "masks_pred": [m.to(ctx.device) for m in out["masks_pred"]]}
 
 
-def case_masks(ctx: Context) -> list[Row]:
+def case_masks(ctx: bm.Context) -> list[bm.Row]:
     from jepa_video.masks import VJEPA_MASK_CONFIGS, MultiBlock3DMaskCollator
 
     rows, batch = [], 24
@@ -74,15 +66,15 @@ def case_masks(ctx: Context) -> list[Row]:
             # vjepa2:src/masks/multiseq_multiblock3d.py reads each sample's frame indices
             ts = [(torch.zeros(1), 0, [list(range(16))]) for _ in range(batch)] if key == "vjepa2" else samples
             fns.append(lambda theirs=theirs, ts=ts: theirs(ts))
-        with single_thread():
-            t, speed = interleaved(fns, ctx.warmup, ctx.repeats * 2)
+        with bm.single_thread():
+            t, speed = bm.interleaved(fns, ctx.warmup, ctx.repeats * 2)
         g = img // 16
-        rows.append(Row(f"{label} 3-D multi-block masks (8x0.15 + 2x0.7), batch {batch}, 16 frames {img} px "
-                        f"(8x{g}x{g})", t[0], t[1] if len(t) > 1 else None, speedup=speed))
+        rows.append(bm.Row(f"{label} 3-D multi-block masks (8x0.15 + 2x0.7), batch {batch}, 16 frames {img} px "
+                           f"(8x{g}x{g})", t[0], t[1] if len(t) > 1 else None, speedup=speed))
     return rows
 
 
-def case_steps(ctx: Context) -> list[Row]:
+def case_steps(ctx: bm.Context) -> list[bm.Row]:
     prec = "fp32" if ctx.dtype is None else str(ctx.dtype).replace("torch.", "")
     rows = []
     for size in ctx.sizes:
@@ -95,13 +87,13 @@ def case_steps(ctx: Context) -> list[Row]:
             batch = make_batch(size, ctx)
             # the official model is built first, from our weights (identical start)
             theirs = ctx.official[key].step(model, batch, ctx) if ctx.official.get(key) else None
-            steps = [train_step(model, batch, ctx)] + ([theirs.step] if theirs else [])
-            rows.append(step_row(ctx, f"{label} train step, {enc} {frames}f {img} px, pred {pdim}x{pdepth}, "
-                                 f"batch {b}, {prec}", steps, b))
+            steps = [bm.train_step(model, batch, ctx)] + ([theirs.step] if theirs else [])
+            rows.append(bm.step_row(ctx, f"{label} train step, {enc} {frames}f {img} px, pred {pdim}x{pdepth}, "
+                                    f"batch {b}, {prec}", steps, b))
     return rows
 
 
-def case_ckpt(ctx: Context) -> list[Row]:
+def case_ckpt(ctx: bm.Context) -> list[bm.Row]:
     """Activation checkpointing against the plain step, ours only, at the largest size asked for
     (the official V-JEPA has no such option; V-JEPA 2's is the same per-block checkpoint)."""
     from jepa_core.nn import enable_activation_checkpointing
@@ -116,8 +108,8 @@ def case_ckpt(ctx: Context) -> list[Row]:
         enable_activation_checkpointing(model.encoder.blocks)
         enable_activation_checkpointing(model.predictor.predictor_blocks)
         batch, n = make_batch(size, ctx), SIZES[size][3]
-        row = step_row(ctx, f"{method} {size}: activation checkpointing (ours) vs without (official column: "
-                       f"ours plain)", [train_step(m, batch, ctx) for m in (model, plain)], n)
+        row = bm.step_row(ctx, f"{method} {size}: activation checkpointing (ours) vs without (official column: "
+                          f"ours plain)", [bm.train_step(m, batch, ctx) for m in (model, plain)], n)
         row.note = f"{n / row.ours:.1f} samples/s with, {n / row.theirs:.1f} without"
         rows.append(row)
         del model, plain, batch
@@ -126,7 +118,7 @@ def case_ckpt(ctx: Context) -> list[Row]:
     return rows
 
 
-def case_data(ctx: Context) -> list[Row]:
+def case_data(ctx: bm.Context) -> list[bm.Row]:
     import tempfile
     from pathlib import Path
 
@@ -144,11 +136,11 @@ def case_data(ctx: Context) -> list[Row]:
             ds = VideoIndex(index, sampler=ClipSampler(frames_per_clip=16, frame_step=2), backend=backend,
                             transform=VideoTrainTransform(64))
             idx = iter(range(10**9))
-            t = interleaved([lambda ds=ds, idx=idx: ds[next(idx) % len(ds)]], 2, ctx.repeats * 2)[0][0]
-            rows.append(Row(f"video clip: 16 of 48 frames (step 2), 64 px mp4, crop + flip, {backend}", t,
-                            note=f"{1 / t:.0f} clips/s"))
+            t = bm.interleaved([lambda ds=ds, idx=idx: ds[next(idx) % len(ds)]], 2, ctx.repeats * 2)[0][0]
+            rows.append(bm.Row(f"video clip: 16 of 48 frames (step 2), 64 px mp4, crop + flip, {backend}", t,
+                               note=f"{1 / t:.0f} clips/s"))
     return rows
 
 
-CASES = [BenchCase("masks", case_masks), BenchCase("steps", case_steps), BenchCase("data", case_data),
-         BenchCase("ckpt", case_ckpt, default=False)]
+CASES = [bm.BenchCase("masks", case_masks), bm.BenchCase("steps", case_steps), bm.BenchCase("data", case_data),
+         bm.BenchCase("ckpt", case_ckpt, default=False)]

@@ -14,7 +14,7 @@ from jepa_core.nn.interfaces import (
 )
 from jepa_core.nn.layers import build_blocks, init_transformer_
 from jepa_core.nn.pos_embed import sincos_1d, sincos_2d, sincos_3d
-from jepa_core.nn.positions import FixedTable, SinCos2D
+from jepa_core.nn.positions import FixedTable, SinCos1D, SinCos2D
 from jepa_core.nn.predictor import MaskTokenPredictor
 from jepa_core.nn.vit import (
     VIT_SIZES,
@@ -30,7 +30,7 @@ from jepa_core.nn.vit import (
 
 __all__ = [
     "VIT_SIZES", "Attention", "Block", "BlockwiseEncoder", "Encoder", "FixedTable", "MaskTokenPredictor",
-    "MaskedEncoder", "Mlp", "PatchEmbed", "PositionEncoding", "Predictor", "SinCos2D", "Tokenizer",
+    "MaskedEncoder", "Mlp", "PatchEmbed", "PositionEncoding", "Predictor", "SinCos1D", "SinCos2D", "Tokenizer",
     "VisionTransformer", "VisionTransformerPredictor", "build_blocks", "enable_activation_checkpointing",
     "init_transformer_", "repeat_interleave_batch", "sincos_1d", "sincos_2d", "sincos_3d", "vit",
 ]

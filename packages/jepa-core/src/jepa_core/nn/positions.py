@@ -1,4 +1,4 @@
-"""Position encodings (:class:`jepa_core.nn.interfaces.PositionEncoding`) of the 2-D models.
+"""Position encodings (:class:`jepa_core.nn.interfaces.PositionEncoding`): fixed 1-D and 2-D sin-cos tables.
 
 A position encoding is a plain object, not a module: a fixed table is stored by the model that
 uses it (as the frozen ``pos_embed`` / ``predictor_pos_embed`` parameters of the official
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from jepa_core.nn.layers import Block
-from jepa_core.nn.pos_embed import Order2D, sincos_2d
+from jepa_core.nn.pos_embed import Order2D, sincos_1d, sincos_2d
 
 
 class FixedTable:
@@ -45,3 +45,14 @@ class SinCos2D(FixedTable):
         if len(grid) != 2:
             raise ValueError(f"a 2-D sin-cos table needs a 2-D token grid, got {grid}")
         return sincos_2d(dim, grid[0], grid[1], order=self.order)
+
+
+class SinCos1D(FixedTable):
+    """The fixed 1-D sin-cos table over a sequence of ``L`` tokens (``grid = (L,)``): the
+    Transformer's sinusoids with the sin half first (the axis table of
+    ijepa:src/models/vision_transformer.py ``get_1d_sincos_pos_embed``)."""
+
+    def table(self, grid: tuple[int, ...], dim: int) -> torch.Tensor:
+        if len(grid) != 1:
+            raise ValueError(f"a 1-D sin-cos table needs a 1-D token grid, got {grid}")
+        return sincos_1d(dim, torch.arange(grid[0])).float()
