@@ -15,7 +15,18 @@ _TEST_DELAY_ENV = "JEPA_TEST_CHECKPOINT_DELAY_S"
 
 
 class CheckpointError(RuntimeError):
-    """A file that is not a usable checkpoint; the message says which file and why."""
+    """A file that is not a usable checkpoint; the message says which file and why.
+
+    ``reason`` (when set) is the short why, e.g. ``unreadable (PermissionError: ...)``,
+    ``corrupt or truncated (...)`` or ``not a jepa run checkpoint (missing model)``."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+
+
+#: The entries a checkpoint needs to resume a run from it.
+RUN_KEYS = ("model", "optimizer", "step")
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -74,10 +85,13 @@ def atomic_link(src: str | Path, dst: str | Path) -> Path:
     return dst
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
     """Load a checkpoint with ``weights_only=True`` (never runs pickled code).
 
-    ``.safetensors`` files are read with the safetensors package (a flat tensor dict).
+    ``.safetensors`` files are read with the safetensors package (a flat tensor dict). ``mmap``
+    maps the tensors from the file instead of reading them (a cheap validity check). A file that
+    cannot be opened raises a :class:`CheckpointError` with reason ``unreadable (...)``, one that
+    does not parse ``corrupt or truncated (...)``.
     """
     path = Path(path)
     if not path.is_file():
@@ -91,16 +105,39 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
             return load_file(str(path), device=str(map_location))
         except Exception as e:
             raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {e}") from e
+    try:  # a file we may not open (permissions) is unreadable, not corrupt
+        with open(path, "rb") as f:
+            empty = not f.read(1)
+    except OSError as e:
+        reason = f"unreadable ({_why(e)})"
+        raise CheckpointError(f"{str(path)!r} is {reason}: check its owner and permissions", reason) from e
+    if empty:
+        reason = "corrupt or truncated (empty file, 0 bytes)"
+        raise CheckpointError(f"{str(path)!r} is not a readable checkpoint: {reason}", reason)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
+        if mmap and "mmap" in str(e):  # an old (non-zip) torch file: read it the usual way
+            return load(path, map_location)
+        reason = f"corrupt or truncated ({_why(e)})"
         raise CheckpointError(
-            f"{str(path)!r} is not a readable checkpoint (truncated, corrupt or not a torch file): "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            f"{str(path)!r} is not a readable checkpoint (truncated, corrupt or not a torch file): {_why(e)}", reason
         ) from e
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{str(path)!r} holds a {type(obj).__name__}, not a checkpoint dict")
+        reason = f"not a jepa run checkpoint (holds a {type(obj).__name__}, not a checkpoint dict)"
+        raise CheckpointError(f"{str(path)!r} holds a {type(obj).__name__}, not a checkpoint dict", reason)
     return obj
+
+
+def _why(e: BaseException) -> str:
+    """``Type: first line of the message`` (torch's weights-only refusal: its actual cause, not
+    its advice to load with ``weights_only=False``)."""
+    text = str(e).splitlines()[0] if str(e) else ""
+    if text.startswith("Weights only load failed"):
+        detail = str(e).split("WeightsUnpickler error:", 1)[-1].strip().split("\n\n")[0].strip()
+        cause = detail if "WeightsUnpickler error:" in str(e) and detail else "see torch.load"
+        text = f"not loadable with weights_only=True: {cause}"
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path) -> Path:
@@ -128,23 +165,45 @@ def step_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_valid(folder: str | Path) -> tuple[Path, dict] | None:
+def latest_valid(
+    folder: str | Path, required: tuple[str, ...] = (), strict: bool = False, mmap: bool = False
+) -> tuple[Path, dict] | None:
     """The newest checkpoint in ``folder`` that loads (``latest.pt`` first, then ``step-N.pt``
-    newest first); unreadable files are reported and skipped."""
+    newest first); unreadable files, and files without the ``required`` entries (e.g.
+    :data:`RUN_KEYS`), are reported and skipped. None when there is no checkpoint file; with
+    ``strict``, a folder whose checkpoint files all fail raises a :class:`CheckpointError` that
+    lists each file and why."""
     import logging
 
+    logger = logging.getLogger(__name__)
     folder = Path(folder)
     candidates = [folder / "latest.pt"] + [p for _, p in reversed(step_checkpoints(folder))]
     best: tuple[int, Path, dict] | None = None
+    failed: list[tuple[Path, str]] = []
     for p in candidates:
         if not p.is_file():
             continue
         try:
-            obj = load(p)
+            obj = load(p, mmap=mmap)
         except CheckpointError as e:
-            logging.getLogger(__name__).warning("skipping unreadable checkpoint: %s", e)
+            logger.warning("skipping unreadable checkpoint: %s", e)
+            failed.append((p, e.reason or str(e)))
+            continue
+        missing = [k for k in required if k not in obj]
+        if missing:
+            reason = f"not a jepa run checkpoint (missing {'/'.join(missing)})"
+            logger.warning("skipping checkpoint %s: %s", p, reason)
+            failed.append((p, reason))
             continue
         step = int(obj.get("step", -1))
         if best is None or step > best[0]:
             best = (step, p, obj)
+    if best is None and failed and strict:
+        listing = "; ".join(f"{p.name}: {reason}" for p, reason in failed)
+        raise CheckpointError(
+            f"no usable checkpoint in {folder} ({len(failed)} file(s), none loads as a jepa run checkpoint: "
+            f"{listing}). Nothing was changed. Fix the files (e.g. their permissions), or start over on purpose "
+            "with --restart (jepa_core.run.pretrain(..., restart=True)), which moves checkpoints/ and metrics.csv "
+            "into <run>/previous-<time>/"
+        )
     return None if best is None else (best[1], best[2])

@@ -22,7 +22,10 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--preset", help="preset name (see `jepa list`)")
     pt.add_argument("--config", help="YAML file merged over the preset")
     pt.add_argument("--run-dir", help="run folder (default runs/<method>-<preset>-<time>)")
-    pt.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
+    pt.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint "
+                    "(an error, changing nothing, when the run's checkpoint files all fail to load)")
+    pt.add_argument("--restart", action="store_true", help="start over in a run folder that holds checkpoints: "
+                    "its checkpoints/ and metrics.csv are moved into <run>/previous-<time>/, not deleted")
     pt.add_argument("--launcher", choices=["none", "slurm", "local"], default="none",
                     help="slurm: submit with submitit (jepa-core[slurm]), requeued and resumed on "
                          "preemption or time-out; local: the same job through submitit on this machine")
@@ -96,13 +99,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pretrain":
             from jepa_core.run import pretrain
 
+            if args.resume and args.restart:
+                parser.error("--resume and --restart exclude each other: --resume continues the run, "
+                             "--restart starts it over (moving the old checkpoints aside)")
             if args.launcher == "none":
                 given = [f"--{k.replace('_', '-')}" for k, v in args.launcher_defaults.items() if getattr(args, k) != v]
                 if given:
                     parser.error(f"{', '.join(given)} apply to a launcher: add --launcher slurm (or local)")
-                summary = pretrain(args.method, args.preset, args.config, args.overrides, args.run_dir, args.resume)
+                summary = pretrain(args.method, args.preset, args.config, args.overrides, args.run_dir, args.resume,
+                                   restart=args.restart)
                 _print_summary(summary)
             else:
+                if args.restart:
+                    parser.error("--restart is not supported with --launcher: move the run's checkpoints/ and "
+                                 "metrics.csv aside yourself, or submit with another --run-dir")
                 from jepa_core.launch import SlurmOptions, submit_pretrain
 
                 options = SlurmOptions(
@@ -150,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, CheckpointError) as e:
         print(f"jepa: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from jepa_core.trainer import Preempted
+
+        if not isinstance(e, Preempted):
+            raise
+        # stopped by SIGTERM/SIGINT/SIGUSR1 after saving a checkpoint: one line, no traceback
+        print(f"jepa: {e}", file=sys.stderr)
+        return e.exit_code
     return 0
 
 

@@ -82,10 +82,28 @@ class TrainConfig:
     max_nonfinite: int = 100  # skip: stop when more steps than this were skipped in total
     max_nonfinite_consecutive: int = 5  # skip: stop when more than this were skipped in a row
     compile: bool = False  # torch.compile the training forward (jepa_core.optim.maybe_compile)
+    dist_timeout_s: float = 1800.0
+    """Under ``torchrun``: seconds a collective (all-reduce, barrier) may wait for the other
+    processes before it fails (``init_process_group(timeout=...)``), so a hung or stopped rank
+    ends the run with an error instead of blocking the others forever."""
+    stop_check_every: int = 10
+    """Under ``torchrun``: every this many steps the ranks agree (one small all-reduce) whether a
+    stop signal (SIGTERM, SIGINT, SIGUSR1) arrived, then all save and stop after the same step.
+    Not every step: that would add a host sync to each step. A single process checks every step."""
 
     def __post_init__(self) -> None:
         if self.keep_checkpoints is not None:
             self.keep_last = self.keep_checkpoints
+        if not (isinstance(self.stop_check_every, int) and self.stop_check_every > 0):
+            raise ConfigError(
+                f"train.stop_check_every must be a positive number of steps, got {self.stop_check_every!r}; "
+                "e.g. train.stop_check_every=10"
+            )
+        if not self.dist_timeout_s > 0:
+            raise ConfigError(
+                f"train.dist_timeout_s must be a positive number of seconds, got {self.dist_timeout_s!r}; "
+                "e.g. train.dist_timeout_s=1800"
+            )
 
 
 @dataclass
@@ -265,7 +283,10 @@ def parse_overrides(items: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:  # also refuses python tags: safe_load never builds objects
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_first_line(e)})") from e
         # YAML reads 1e-3 as a string; numbers with exponents should be numbers.
         if isinstance(value, str):
             try:
@@ -300,7 +321,10 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:  # also refuses python tags: safe_load never builds objects
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML ({_first_line(e)})") from e
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
     return _fix_yaml_floats(data)
@@ -309,3 +333,7 @@ def load_yaml(path: str | Path) -> dict:
 def dump_yaml(obj: Any, path: str | Path) -> None:
     with open(path, "w") as f:
         yaml.safe_dump(to_dict(obj), f, sort_keys=False)
+
+
+def _first_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:300]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -28,8 +29,11 @@ def launched_by_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"))
 
 
-def init_distributed(device: torch.device) -> DistInfo:
+def init_distributed(device: torch.device, timeout_s: float | None = None) -> DistInfo:
     """Initialise the default process group when started by ``torchrun`` (also with one process).
+
+    ``timeout_s`` (``train.dist_timeout_s``): how long a collective waits for the other ranks
+    before it fails, instead of hanging when a peer is stopped or stuck; None: PyTorch's default.
 
     Unlike the official code, which silently falls back to world size 1 without a process
     group and then crashes in DDP (ijepa issue #43), this either initialises a group or
@@ -42,7 +46,10 @@ def init_distributed(device: torch.device) -> DistInfo:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend)
+    if timeout_s is None:
+        dist.init_process_group(backend=backend)
+    else:
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]), True, True)
 
 
@@ -82,6 +89,13 @@ def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
         t = t.clone()
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         t /= info.world_size
+    return t
+
+
+def all_reduce_max(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.initialized and info.world_size > 1:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t
 
 

@@ -11,6 +11,12 @@ Each task sets the ``torchrun``-style variables (``RANK``, ``WORLD_SIZE``, ``LOC
 ``MASTER_ADDR``, ``MASTER_PORT``) from submitit's ``JobEnvironment``, so the trainer
 initialises its process group exactly as under ``torchrun``.
 
+A job stopped by SIGTERM, SIGINT or SIGUSR1 (e.g. SLURM's preemption, which sends SIGTERM
+``GraceTime`` seconds before SIGKILL) saves a checkpoint at the step it stopped and raises
+:class:`~jepa_core.trainer.Preempted` (exit status 75 from ``jepa pretrain``); the job then
+requeues itself the same way as on ``USR2`` (rank 0 runs submitit's requeue handler) and resumes
+from that checkpoint, so no step is redone.
+
 ``--launcher local`` runs the same job through submitit's ``LocalExecutor`` on this machine
 (one node), to try a submission without a cluster.
 """
@@ -142,7 +148,32 @@ class RequeueableJob:
         resume = self.resume or _has_checkpoint(Path(self.run_dir))
         if env.global_rank == 0:
             log.info("%s: %s, resume=%s", env, self.run_dir, resume)
-        return self.fn(run_dir=self.run_dir, resume=resume, **self.kwargs)
+        from jepa_core.trainer import Preempted
+
+        try:
+            return self.fn(run_dir=self.run_dir, resume=resume, **self.kwargs)
+        except Preempted as e:
+            return self._requeue_after(e, env.global_rank)
+
+    def _requeue_after(self, stop: Exception, rank: int) -> None:
+        """A clean stop by a signal with a checkpoint saved: requeue to resume. On rank 0 this
+        runs submitit's handler of its requeue signal (``USR2``), which calls :meth:`checkpoint`,
+        runs ``scontrol requeue`` and exits; the other ranks just return (the requeue restarts
+        the whole job)."""
+        import signal
+
+        log.warning("%s; requeuing %s to resume", stop, self.run_dir)
+        if rank != 0:
+            return None
+        signum = _submitit().JobEnvironment._usr_sig()
+        handler = signal.getsignal(signum)
+        if not callable(handler):
+            raise LauncherError(
+                f"{stop}, but submitit's {signal.Signals(signum).name} handler is not installed, so the job "
+                "cannot requeue itself: resubmit it with --resume"
+            ) from stop
+        handler(signum, None)
+        return None
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """submitit's requeue protocol: the job to run after the requeue (the same, resuming).

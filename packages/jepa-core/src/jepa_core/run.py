@@ -9,6 +9,7 @@ runs/<method>-<preset>-<time>/
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -16,11 +17,12 @@ from typing import Any
 
 import torch
 
+from jepa_core import checkpoint as ckpt
 from jepa_core import registry
 from jepa_core.config import ConfigError, dump_yaml, to_dict
 from jepa_core.distributed import init_distributed, resolve_device, shutdown_distributed
 from jepa_core.plots import plot_metrics
-from jepa_core.trainer import Trainer
+from jepa_core.trainer import Preempted, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,15 @@ def _newest_run(method: str, preset: str, root: Path = Path("runs")) -> Path | N
     return runs[-1] if runs else None
 
 
-def resolve_run_dir(cfg, run_dir: str | Path | None, resume: bool) -> Path:
+def resolve_run_dir(cfg, run_dir: str | Path | None, resume: bool, restart: bool = False) -> Path:
     """The run folder: ``run_dir``, else ``train.run_dir``, else (``resume``) the newest run of
     this method and preset under runs/, else a new ``runs/<method>-<preset>-<time>``. A folder
-    that already holds checkpoints needs ``resume``."""
+    that already holds checkpoints needs ``resume`` (or ``restart``, see :func:`pretrain`). With
+    ``resume``, checkpoint files none of which loads raise a :class:`CheckpointError` here,
+    before anything in the folder is touched."""
+    if resume and restart:
+        raise ConfigError("--resume and --restart exclude each other: --resume continues the run, "
+                          "--restart starts it over (moving the old checkpoints aside)")
     if run_dir is None:
         run_dir = cfg.train.run_dir
     if run_dir is None and resume:
@@ -46,9 +53,39 @@ def resolve_run_dir(cfg, run_dir: str | Path | None, resume: bool) -> Path:
         if run_dir is None:
             raise ConfigError(f"--resume: no earlier run of {cfg.method}-{cfg.preset} under runs/; give --run-dir")
     run_dir = Path(run_dir) if run_dir is not None else _default_run_dir(cfg)
-    if not resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue it, or another --run-dir")
+    if not resume and not restart and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue it, --restart to start "
+                          "it over (the old checkpoints and metrics.csv are moved into previous-<time>/), or "
+                          "another --run-dir")
+    if resume:
+        # Fail before config.yaml, metrics.csv or the checkpoints are touched; mmap: a cheap check.
+        ckpt.latest_valid(run_dir / "checkpoints", required=ckpt.RUN_KEYS, strict=True, mmap=True)
     return run_dir
+
+
+def _env_rank() -> int:
+    """This process's rank before the process group exists (torchrun, SLURM), else 0."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
+def move_aside(run_dir: Path) -> Path | None:
+    """``--restart``: move ``checkpoints/`` and ``metrics.csv`` (and the per-rank metrics) of
+    ``run_dir`` into ``run_dir/previous-<time>/``, kept rather than deleted; None when there is
+    nothing to move."""
+    old = [run_dir / "checkpoints", *sorted(run_dir.glob("metrics*.csv"))]
+    old = [p for p in old if p.exists()]
+    if not old:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = run_dir / f"previous-{stamp}"
+    n = 1
+    while dest.exists():
+        dest, n = run_dir / f"previous-{stamp}-{n}", n + 1
+    dest.mkdir()
+    for p in old:
+        os.replace(p, dest / p.name)
+    log.warning("--restart: moved %s of %s into %s", ", ".join(p.name for p in old), run_dir, dest)
+    return dest
 
 
 def pretrain(
@@ -58,14 +95,22 @@ def pretrain(
     overrides: list[str] | None = None,
     run_dir: str | Path | None = None,
     resume: bool = False,
+    restart: bool = False,
 ) -> dict[str, Any]:
-    """Run a method's pretraining end to end and return a summary (also written to report.md)."""
+    """Run a method's pretraining end to end and return a summary (also written to report.md).
+
+    ``resume`` continues from the newest valid checkpoint in ``run_dir`` (an error, before
+    anything is touched, when the folder holds checkpoint files none of which loads);
+    ``restart`` starts over in a folder that holds checkpoints, moving the old ``checkpoints/``
+    and ``metrics.csv`` into ``run_dir/previous-<time>/``."""
     spec = registry.get_method(method)
     cfg = spec.load_config(preset, config_file, overrides)
-    run_dir = resolve_run_dir(cfg, run_dir, resume)
+    run_dir = resolve_run_dir(cfg, run_dir, resume, restart)
+    if restart and _env_rank() == 0:
+        move_aside(run_dir)
 
     device = resolve_device(cfg.train.device)
-    dist = init_distributed(device)
+    dist = init_distributed(device, cfg.train.dist_timeout_s)
     evaluator = _find_evaluator(spec, cfg, warn=dist.is_main)  # before training: fail or warn early
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -102,7 +147,13 @@ def pretrain(
         config_dict=to_dict(cfg),
         callbacks=callbacks,
     )
-    fit = trainer.fit(resume=resume)
+    try:
+        fit = trainer.fit(resume=resume)
+    except Preempted:
+        # Every rank stopped after the same step (a clean stop, not an error path): release the
+        # process group, then `jepa pretrain` exits with Preempted.exit_code.
+        shutdown_distributed(dist)
+        raise
     summary: dict[str, Any] = {
         "run_dir": str(run_dir), "steps": fit.steps, "final_loss": fit.final_loss,
         "train_seconds": round(fit.seconds, 1), "samples_per_second": round(fit.samples_per_second, 1),

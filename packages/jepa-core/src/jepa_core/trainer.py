@@ -16,8 +16,11 @@ import contextlib
 import csv
 import logging
 import math
+import os
 import random
 import resource
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +37,7 @@ from jepa_core.data import StampedDataset, StepBatchSampler
 from jepa_core.distributed import (
     DistInfo,
     TrainableStep,
+    all_reduce_max,
     all_reduce_mean,
     all_reduce_sum,
     barrier,
@@ -63,6 +67,37 @@ class NonFiniteLossError(RuntimeError):
 
 class TooManyBadSamplesError(RuntimeError):
     """More corrupt samples than ``train.max_bad_fraction`` allows."""
+
+
+#: The exit status of a run stopped by a signal after saving a checkpoint (``EX_TEMPFAIL``
+#: from sysexits.h: "try again later"): resume with ``--resume``. The SLURM launcher requeues it.
+PREEMPTED_EXIT_CODE = 75
+
+#: The signals that stop :meth:`Trainer.fit` at the next step boundary with a checkpoint.
+#: ``SIGUSR2`` is left to the SLURM launcher (submitit's requeue signal).
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+
+
+class Preempted(Exception):
+    """``fit`` was stopped by a signal (SIGTERM, SIGINT, SIGUSR1): every rank stopped after the
+    same step and a checkpoint of that step was written. ``jepa pretrain`` exits with
+    :data:`PREEMPTED_EXIT_CODE`; ``fit(resume=True)`` continues from it."""
+
+    exit_code = PREEMPTED_EXIT_CODE
+
+    def __init__(self, step: int, signum: int, checkpoint: Path | None = None):
+        self.step, self.signum, self.checkpoint = step, signum, checkpoint
+        try:
+            self.signal_name = signal.Signals(signum).name
+        except ValueError:
+            self.signal_name = f"signal {signum}"
+        super().__init__(
+            f"stopped by {self.signal_name} at step {step} after saving a checkpoint; resume with --resume"
+        )
+
+
+class DistributedTimeoutError(RuntimeError):
+    """A collective waited longer than ``train.dist_timeout_s`` for the other processes."""
 
 
 @dataclass
@@ -171,7 +206,7 @@ class Trainer:
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
         self.device = resolve_device(tc.device)
-        self.dist: DistInfo = init_distributed(self.device)
+        self.dist: DistInfo = init_distributed(self.device, tc.dist_timeout_s)
         precision = tc.precision
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
@@ -351,13 +386,13 @@ class Trainer:
         }
 
     def _resume(self) -> bool:
-        found = ckpt.latest_valid(self.ckpt_dir)
+        # The newest file with model/optimizer/step that loads; files that fail are logged and
+        # skipped, and a folder whose checkpoint files all fail raises (before metrics.csv is
+        # touched) rather than silently starting over.
+        found = ckpt.latest_valid(self.ckpt_dir, required=ckpt.RUN_KEYS, strict=True)
         if found is None:
             return False
         path, obj = found
-        missing = [k for k in ("model", "optimizer", "step") if k not in obj]
-        if missing:
-            raise ckpt.CheckpointError(f"{path} is not a jepa run checkpoint (missing {missing})")
         self._load_states(obj)
         if self.scaler and obj.get("scaler"):
             self.scaler.load_state_dict(obj["scaler"])
@@ -392,20 +427,94 @@ class Trainer:
     def fit(self, resume: bool = False) -> FitResult:
         """Train to ``total_steps`` (resuming from the newest readable checkpoint with
         ``resume``): per step, set the schedules' values, run the micro-batches and the update,
-        log a row every ``train.log_every`` steps and checkpoint every ``train.checkpoint_every``."""
-        self._prepare(resume)
-        data_iter = iter(self._loader(self.state.batches_consumed))
-        for step in range(self.state.step, self.total_steps):
-            hp = self._set_hyperparameters(step)
-            self._train_step(step, data_iter, hp)
-            self.state.step = step + 1
-            is_last = self.state.step == self.total_steps
-            if self.state.step % self.train_cfg.log_every == 0 or is_last:
-                self._log_row(step, hp)
-            if self._loop.bar is not None:
-                self._loop.bar.update(1)
-            self._maybe_checkpoint(step, is_last)
-        return self._finish()
+        log a row every ``train.log_every`` steps and checkpoint every ``train.checkpoint_every``.
+
+        While it runs, SIGTERM, SIGINT and SIGUSR1 (:data:`STOP_SIGNALS`; handlers installed in
+        the main thread only, the previous ones restored afterwards) stop the run at the next
+        step boundary: all ranks agree on that step, a checkpoint of it is written and
+        :class:`Preempted` is raised. A collective that waits longer than
+        ``train.dist_timeout_s`` for a hung rank raises :class:`DistributedTimeoutError`."""
+        with self._stop_signals():
+            try:
+                self._prepare(resume)
+                data_iter = iter(self._loader(self.state.batches_consumed))
+                for step in range(self.state.step, self.total_steps):
+                    hp = self._set_hyperparameters(step)
+                    self._train_step(step, data_iter, hp)
+                    self.state.step = step + 1
+                    is_last = self.state.step == self.total_steps
+                    if self.state.step % self.train_cfg.log_every == 0 or is_last:
+                        self._log_row(step, hp)
+                    if self._loop.bar is not None:
+                        self._loop.bar.update(1)
+                    self._maybe_checkpoint(step, is_last)
+                    self._maybe_stop(step, is_last)
+                return self._finish()
+            except RuntimeError as e:
+                if isinstance(e, DistributedTimeoutError) or not _is_timeout(e):
+                    raise
+                dist_info = getattr(self, "dist", None)
+                if dist_info is None or not dist_info.initialized or dist_info.world_size < 2:
+                    raise
+                raise DistributedTimeoutError(
+                    f"rank {dist_info.rank}: a collective waited more than train.dist_timeout_s="
+                    f"{self.train_cfg.dist_timeout_s:g} s for the other processes, so one of them is hung, "
+                    "stopped or dead. Check the other ranks' logs, then resume with --resume (raise "
+                    f"train.dist_timeout_s if a step legitimately takes longer). ({e})"
+                ) from e
+
+    @contextlib.contextmanager
+    def _stop_signals(self):
+        """For the duration of ``fit``: :data:`STOP_SIGNALS` only record the first signal
+        (``self._stop_signal``), acted on at the next step boundary (:meth:`_maybe_stop`). A
+        second signal does not interrupt the checkpoint write."""
+        self._stop_signal = 0
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be installed in the main thread
+            return
+
+        def on_signal(signum, frame):
+            dist_info = getattr(self, "dist", None)
+            quiet = dist_info is not None and not dist_info.is_main
+            name = signal.Signals(signum).name
+            if not self._stop_signal:
+                self._stop_signal = signum
+                msg = f"jepa: {name} received; stopping after this step and saving a checkpoint\n"
+            else:
+                msg = f"jepa: {name} received; already stopping, the checkpoint is being saved\n"
+            if not quiet:
+                with contextlib.suppress(OSError):
+                    os.write(2, msg.encode())
+
+        previous = {}
+        for name in STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                previous[signum] = signal.signal(signum, on_signal)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    def _maybe_stop(self, step: int, is_last: bool) -> None:
+        """At a step boundary: whether a stop signal came to any rank (with several processes one
+        all-reduce every ``train.stop_check_every`` steps, so that all stop after the same step). If so, write a checkpoint of this step
+        (unless :meth:`_maybe_checkpoint` just did), close the writers and raise
+        :class:`Preempted`."""
+        if self.dist.initialized and self.dist.world_size > 1:
+            if not (self.state.step % self.train_cfg.stop_check_every == 0 or is_last):
+                return  # ranks agree only every train.stop_check_every steps (a host sync each time)
+            flag = torch.tensor(float(self._stop_signal), device=self.device)
+            signum = int(all_reduce_max(flag, self.dist).item())
+        else:
+            signum = self._stop_signal
+        if not signum:
+            return
+        if not (self.state.step % self.train_cfg.checkpoint_every == 0 or is_last):
+            self._save_unless_nonfinite(step)
+        self._finish()
+        raise Preempted(self.state.step, signum, self.ckpt_dir / "latest.pt")
 
     def _prepare(self, resume: bool) -> None:
         """Set up, clean interrupted checkpoint writes, resume, open the metrics writers and
@@ -593,9 +702,12 @@ class Trainer:
     def _maybe_checkpoint(self, step: int, is_last: bool) -> None:
         """Every ``train.checkpoint_every`` steps and at the end; never over a non-finite run."""
         if self.state.step % self.train_cfg.checkpoint_every == 0 or is_last:
-            if bool(all_reduce_mean(self._loop.nonfinite.float(), self.dist).item() > 0):
-                self._stop_nonfinite(step)
-            self.save_checkpoint()
+            self._save_unless_nonfinite(step)
+
+    def _save_unless_nonfinite(self, step: int) -> None:
+        if bool(all_reduce_mean(self._loop.nonfinite.float(), self.dist).item() > 0):
+            self._stop_nonfinite(step)
+        self.save_checkpoint()
 
     def _finish(self) -> FitResult:
         loop = self._loop
@@ -657,6 +769,12 @@ class Trainer:
             f"the loss became NaN or infinite by step {step + 1}; stopped without saving ({where}). "
             "Lower optim.lr, set optim.clip_grad, or check the inputs; resume with --resume."
         )
+
+
+def _is_timeout(e: BaseException) -> bool:
+    """A collective's time-out (gloo: "Timed out waiting ...ms", NCCL: "... timeout ...")."""
+    text = str(e).lower()
+    return "timed out" in text or "timeout" in text
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from jepa_core.nn.vit import Block, Mlp, trunc_normal_init_
 from jepa_core.schedules import WarmupCosine
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 Form = Literal["vjepa", "vjepa2"]
 
@@ -237,22 +237,35 @@ def extract_tokens(
     device: torch.device | str = "cpu",
     max_samples: int | None = None,
     dtype: torch.dtype = torch.float32,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    corrupt=None,
+    return_indices: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """All output tokens ``[N, T, D]`` of a frozen encoder (run once, in eval mode), on CPU in
-    ``dtype`` (float16 halves the memory of a large token cache), with the labels ``[N]``."""
+    ``dtype`` (float16 halves the memory of a large token cache), with the labels ``[N]``.
+
+    Samples whose dataset raises :class:`jepa_core.data.CorruptSampleError` are skipped and
+    recorded in ``corrupt`` (a :class:`jepa_eval.features.CorruptSamples`, shared by the
+    encoders of a table; its size replaces ``max_samples``). ``return_indices``: also return
+    the dataset index of each row."""
+    from jepa_eval.features import iterate_samples
+
     was_training = encoder.training
     encoder.eval()
-    n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
-    loader = DataLoader(torch.utils.data.Subset(dataset, list(range(n))), batch_size=batch_size, shuffle=False)
-    toks, labels = [], []
-    for x, y in loader:
-        out = encoder(x.to(device))
-        if out.ndim != 3:
-            raise ValueError(f"the encoder must return tokens [B, N, D], got {tuple(out.shape)}")
-        toks.append(out.to("cpu", dtype))
-        labels.append(torch.as_tensor(y).cpu())
-    encoder.train(was_training)
-    return torch.cat(toks), torch.cat(labels).long()
+    toks, labels, indices = [], [], []
+    try:
+        for (x, y), idx in iterate_samples(dataset, batch_size, corrupt, max_samples):
+            out = encoder(x.to(device))
+            if out.ndim != 3:
+                raise ValueError(f"the encoder must return tokens [B, N, D], got {tuple(out.shape)}")
+            toks.append(out.to("cpu", dtype))
+            labels.append(torch.as_tensor(y).cpu())
+            indices.append(idx)
+    finally:
+        encoder.train(was_training)
+    if not toks:
+        raise ValueError("no samples to extract tokens from (the dataset is empty or every sample is corrupt)")
+    res = (torch.cat(toks), torch.cat(labels).long())
+    return (*res, torch.cat(indices)) if return_indices else res
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from jepa_core.data import CorruptSampleError
 from torch import nn
 
 from jepa_eval.probes import linear_probe
@@ -188,6 +189,7 @@ class CollapseMonitor:
         self.history: list[dict] = []
         self._last_step: int | None = None
         self._data: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self.skipped_corrupt = 0  # corrupt samples left out of the monitor set
         self._file_ready = False
 
     # -- data ----------------------------------------------------------------------------------
@@ -199,7 +201,11 @@ class CollapseMonitor:
             idx = torch.randperm(len(self.dataset), generator=g)[:n].sort().values.tolist()
             xs, ys = [], []
             for i in idx:
-                item = self.dataset[i]
+                try:
+                    item = self.dataset[i]
+                except CorruptSampleError:  # skipped, as training and the final evaluation do
+                    self.skipped_corrupt += 1
+                    continue
                 if isinstance(item, (tuple, list)):
                     xs.append(torch.as_tensor(item[0]))
                     if self.labels:
@@ -208,6 +214,8 @@ class CollapseMonitor:
                     if self.labels:
                         raise ValueError("labels=True needs dataset items (x, y)")
                     xs.append(torch.as_tensor(item))
+            if not xs:
+                raise CorruptSampleError(f"all {n} monitor samples of the evaluation set are corrupt")
             self._data = (torch.stack(xs), torch.tensor(ys, dtype=torch.long) if self.labels else None)
         return self._data
 

@@ -16,13 +16,14 @@ from jepa_core.config import ConfigError
 from jepa_core.nn.interfaces import Encoder
 from torch import nn
 
-from jepa_eval.features import extract_features
+from jepa_eval.features import CorruptSamples, extract_features
 from jepa_eval.probes import knn_probe, linear_probe
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("linear", "knn", "attentive", "lowshot", "finetune")
 NEEDS_TOKENS = {"attentive", "finetune"}  # not meaningful for the raw-input baseline
+DEFAULT_MAX_BAD_FRACTION = 0.01  # as jepa_core's train.max_bad_fraction
 
 
 def evaluate_encoders(spec, cfg, model, device: torch.device | str = "cpu", out_dir: str | Path | None = None,
@@ -34,8 +35,9 @@ def evaluate_encoders(spec, cfg, model, device: torch.device | str = "cpu", out_
     else "pretrained"); with ``cfg.eval.random_baseline`` the same encoder freshly built
     (``spec.build_model`` under seed ``train.seed + 1``); ``spec.eval_baselines(cfg, device,
     run_dir)``; with ``cfg.eval.raw_baseline`` the raw inputs. Data: ``spec.build_eval_data(cfg)``;
-    labelings: ``spec.eval_tasks(cfg)``. Settings: ``cfg.eval``. Returns None (nothing to probe)
-    when the method has no ``build_eval_data``."""
+    labelings: ``spec.eval_tasks(cfg)``. Settings: ``cfg.eval``. Corrupt samples are skipped up to
+    ``cfg.train.max_bad_fraction`` of each split (see :func:`probe_encoders`). Returns None
+    (nothing to probe) when the method has no ``build_eval_data``."""
     if spec.build_eval_data is None:
         log.info("method %r has no labeled evaluation data (MethodSpec.build_eval_data); no probes", spec.name)
         return None
@@ -51,7 +53,8 @@ def evaluate_encoders(spec, cfg, model, device: torch.device | str = "cpu", out_
         encoders.update(spec.eval_baselines(cfg, device, run_dir))
     tasks = spec.eval_tasks(cfg) if spec.eval_tasks is not None else None
     out = probe_encoders(encoders, train_set, test_set, cfg.eval, device=device, seed=cfg.train.seed,
-                         out_dir=out_dir, run_dir=run_dir, tasks=tasks or None)
+                         out_dir=out_dir, run_dir=run_dir, tasks=tasks or None,
+                         max_bad_fraction=getattr(cfg.train, "max_bad_fraction", DEFAULT_MAX_BAD_FRACTION))
     out["title"] = "Evaluation (frozen encoders)"
     return out
 
@@ -88,6 +91,7 @@ def probe_encoders(
     out_dir: str | Path | None = None,
     run_dir: str | Path | None = None,
     tasks: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    max_bad_fraction: float | None = DEFAULT_MAX_BAD_FRACTION,
 ) -> dict:
     """Run ``cfg.protocols`` (a :class:`jepa_core.config.EvalConfig`) on every encoder and, when
     ``cfg.raw_baseline``, on the raw inputs. Features are extracted once per encoder and split.
@@ -98,6 +102,14 @@ def probe_encoders(
     (e.g. a video's motion direction and its object class). Each encoder is still run once; the
     probes are trained per task. Then ``results`` is ``{task: {encoder: metrics}}``, the markdown
     has a section per task, and each task's files go to ``out_dir/<task>/``.
+
+    Corrupt samples (the dataset raises :class:`jepa_core.data.CorruptSampleError`) are skipped
+    and left out for every encoder, so the rows compare the same samples (a
+    :class:`jepa_eval.features.CorruptSamples` per split); more than ``max_bad_fraction`` of a
+    split raises :class:`jepa_eval.features.TooManyCorruptSamplesError` (None: no limit). When
+    any was skipped, the count is in each row (``skipped_corrupt``, ``skipped_corrupt_train``,
+    ``skipped_corrupt_test``), in the returned ``skipped_corrupt`` (``{"train", "test",
+    "total"}``) and in a line of the markdown (absent when none was).
     Returns ``{"results": {encoder: {metric: value}}, "markdown": table}`` (without tasks)."""
     _check_eval(cfg)
     protocols = list(cfg.protocols)
@@ -107,37 +119,57 @@ def probe_encoders(
     relabel: dict[str | None, Callable | None] = dict(tasks) if tasks else {None: None}
     results: dict = {t: {} for t in relabel}
     extras: dict = {t: {} for t in relabel}
+    bad = {"train": CorruptSamples(train_set, cfg.train_samples, max_bad_fraction, "training (evaluation)"),
+           "test": CorruptSamples(test_set, None, max_bad_fraction, "held-out (evaluation)")}
     for name, enc in candidates.items():
         t0 = time.perf_counter()
         layers = cfg.last_layers if enc is not None else 1
-        tokens = None
-        if enc is not None and "attentive" in protocols and layers == 1:
-            # One pass over each split: the attentive probe needs all tokens, the others their mean.
+        tokens = feats = None
+        if enc is not None and "attentive" in protocols:
+            # The attentive probe needs all tokens; with one layer the others use their mean (one pass).
             from jepa_eval.attentive import extract_tokens
 
-            tokens = (extract_tokens(enc, train_set, cfg.batch_size, device, cfg.train_samples),
-                      extract_tokens(enc, test_set, cfg.batch_size, device))
-            (tr_x, tr_y), (te_x, te_y) = [(t.mean(1), y) for t, y in tokens]
-        else:
-            tr_x, tr_y = extract_features(enc, train_set, cfg.batch_size, device, cfg.train_samples, layers)
-            te_x, te_y = extract_features(enc, test_set, cfg.batch_size, device, None, layers)
+            tokens = {s: extract_tokens(enc, d, cfg.batch_size, device, corrupt=bad[s], return_indices=True)
+                      for s, d in (("train", train_set), ("test", test_set))}
+            if layers == 1:
+                feats = {s: (t.mean(1), y, i) for s, (t, y, i) in tokens.items()}
+        if feats is None:
+            feats = {s: extract_features(enc, d, cfg.batch_size, device, None, layers, corrupt=bad[s],
+                                         return_indices=True)
+                     for s, d in (("train", train_set), ("test", test_set))}
+        # A sample found bad by a later pass of this encoder is dropped from its earlier ones too.
+        feats = {s: _drop_bad(v, bad[s]) for s, v in feats.items()}
+        (tr_x, tr_y), (te_x, te_y) = feats["train"], feats["test"]
+        if tokens is not None:
+            tokens = tuple(_drop_bad(tokens[s], bad[s]) for s in ("train", "test"))
+        clean = (bad["train"].clean(all_samples=True), bad["test"].clean(all_samples=True))
         extract_seconds = time.perf_counter() - t0
         for task, fn in relabel.items():
             t1 = time.perf_counter()
             ytr, yte = (tr_y, te_y) if fn is None else (fn(tr_y).long(), fn(te_y).long())
             task_tokens = None if tokens is None else ((tokens[0][0], ytr), (tokens[1][0], yte))
-            sets = (train_set, test_set) if fn is None else (_Relabeled(train_set, fn), _Relabeled(test_set, fn))
+            sets = clean if fn is None else (_Relabeled(clean[0], fn), _Relabeled(clean[1], fn))
             r, x = _score(enc, tr_x, ytr, te_x, yte, task_tokens, *sets, cfg, device, seed)
             r["seconds"] = round(extract_seconds + time.perf_counter() - t1, 1)
             results[task][name], extras[task][name] = r, x
             log.info("evaluated %s%s in %.0f s: %s", name, f" on {task}" if task else "", r["seconds"], _headline(r))
+    skipped = {"train": len(bad["train"]), "test": len(bad["test"])}
+    skipped["total"] = skipped["train"] + skipped["test"]
+    extra = {"skipped_corrupt": skipped} if skipped["total"] else {}
+    if skipped["total"]:  # only then, so the keys of a clean evaluation stay as they were
+        for per_task in results.values():
+            for r in per_task.values():
+                r["skipped_corrupt"] = skipped["total"]
+                r["skipped_corrupt_train"], r["skipped_corrupt_test"] = skipped["train"], skipped["test"]
+        log.warning("the evaluation skipped %d corrupt samples (%d training, %d held-out)", skipped["total"],
+                    skipped["train"], skipped["test"])
     if tasks is None:
         md = markdown_table(results[None])
         if out_dir is not None:
             from jepa_eval.report import write_report
 
             write_report(results[None], extras[None], md, Path(out_dir), run_dir=run_dir, plots=cfg.plots)
-        return {"results": results[None], "markdown": md}
+        return {"results": results[None], "markdown": md, **extra}
     md = "\n\n".join(f"### {task}\n\n{markdown_table(results[task])}" for task in relabel)
     if out_dir is not None:
         import json
@@ -149,7 +181,16 @@ def probe_encoders(
                          run_dir=run_dir, plots=cfg.plots)
         (Path(out_dir) / "results.json").write_text(json.dumps(results, indent=2))
         (Path(out_dir) / "results.md").write_text("# Evaluation\n\n" + md + "\n")
-    return {"results": results, "markdown": md}
+    return {"results": results, "markdown": md, **extra}
+
+
+def _drop_bad(extracted: tuple, corrupt: CorruptSamples) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of an extraction ``(x, y, dataset indices)`` without the samples now known bad."""
+    x, y, idx = extracted
+    if not len(corrupt):
+        return x, y
+    keep = corrupt.keep(idx)
+    return x[keep], y[keep]
 
 
 class _Relabeled(torch.utils.data.Dataset):
@@ -276,6 +317,9 @@ def markdown_table(results: dict) -> str:
     if "finetune" in ran:
         parts.append("Fine-tune: mean-pool + linear head, encoder trained.")
     parts.append(f"Scored on {first['test_samples']} held-out samples.")
+    if first.get("skipped_corrupt"):
+        parts.append(f"Skipped {first['skipped_corrupt']} corrupt samples ({first.get('skipped_corrupt_train', 0)} "
+                     f"training, {first.get('skipped_corrupt_test', 0)} held-out), left out for every encoder.")
     note = "\n" + " ".join(parts)
     return "\n".join([head, sep, *rows]) + "\n" + note
 

@@ -217,6 +217,6 @@ def load_fashion_mnist(source: str, root: str | None, split: str) -> tuple[np.nd
     """``source='fashion_mnist_demo'``: the bundled sample; ``'fashion_mnist'``: the full set
     from ``root`` (default: Debian's folder)."""
     if source == "fashion_mnist_demo":
-        with np.load(DEMO_FILE) as z:
+        with np.load(DEMO_FILE, allow_pickle=False) as z:
             return z[f"{split}_images"], z[f"{split}_labels"].astype(np.int64)
     return read_fashion_mnist(root or DEBIAN_FASHION_MNIST, split)

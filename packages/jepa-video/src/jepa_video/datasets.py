@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from jepa_core.config import ConfigError
 from jepa_core.data import CorruptSampleError
 from torch.utils.data import Dataset, WeightedRandomSampler
 
@@ -37,6 +38,9 @@ __all__ = [
     "ClipDataset",
     "VideoFolder",
     "VideoIndex",
+    "IndexFormatError",
+    "convert_pickled_index",
+    "read_array_index",
     "read_index",
     "write_index",
 ]
@@ -157,19 +161,184 @@ class VideoFolder(ClipDataset):
         super().__init__(samples, *args, **kwargs)
 
 
-def read_index(path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[tuple[str, int]]:
+PICKLE_INDEX_ENV = "JEPA_ALLOW_PICKLE_INDEX"
+
+
+class IndexFormatError(ConfigError):
+    """An index file that cannot be read safely (or at all). A :class:`jepa_core.config.ConfigError`
+    (so a ``ValueError``): `jepa pretrain` prints it as an error, without a traceback."""
+
+
+# The only globals a pickled NumPy array of path strings needs; anything else (os.system, eval,
+# builtins, ...) is refused before it is called.
+_SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+def _pickle_allowed(allow_pickle: bool | None) -> bool:
+    if allow_pickle is not None:
+        return bool(allow_pickle)
+    return os.environ.get(PICKLE_INDEX_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _refused(path: Path) -> IndexFormatError:
+    if path.suffix == ".npz":
+        return IndexFormatError(
+            f"{path} holds a pickled NumPy object array; reading it could run code stored in the file, so it "
+            f"is refused. Save the index with string and integer arrays instead: "
+            f"np.savez(file, paths=np.array(paths, dtype=str), labels=np.array(labels))"
+        )
+    return IndexFormatError(
+        f"{path} is a pickled NumPy object array (the official V-JEPA .npy index format). Reading it "
+        f"could run code stored in the file, so it is refused. Convert it once to a safe index (the "
+        f"converter never runs code from the file): python -c \"from jepa_video.datasets import "
+        f"convert_pickled_index; convert_pickled_index('{path}')\" (writes {path.with_suffix('.safe.npy')}), "
+        f"or write a `path label` .csv; or, if you trust the file, opt in with {PICKLE_INDEX_ENV}=1 "
+        f"(even then only plain path strings are accepted)."
+    )
+
+
+def _unpickle_object_index(path: Path) -> list[str]:
+    """The path strings of a pickled object-array ``.npy``, read with a restricted unpickler that
+    builds only NumPy arrays of strings (never calls anything else stored in the file)."""
+    import pickle
+
+    class _Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            if (module, name) not in _SAFE_GLOBALS:
+                raise IndexFormatError(
+                    f"{path}: the pickled index refers to {module}.{name}, not allowed in an index (only "
+                    f"NumPy arrays of path strings are); the file may be malicious, it was not loaded"
+                )
+            return super().find_class(module, name)
+
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        try:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                _shape, _order, dtype = fmt.read_array_header_1_0(f)
+            elif version == (2, 0):
+                _shape, _order, dtype = fmt.read_array_header_2_0(f)
+            else:
+                _shape, _order, dtype = fmt._read_array_header(f, version)  # noqa: SLF001
+        except ValueError as err:
+            raise IndexFormatError(f"{path} is not a valid .npy file: {err}") from err
+        if not dtype.hasobject:
+            raise IndexFormatError(f"{path}: expected a pickled object array, found dtype {dtype}")
+        try:
+            arr = _Restricted(f).load()
+        except IndexFormatError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise IndexFormatError(f"{path}: cannot read the pickled index: {err}") from err
+    if not isinstance(arr, np.ndarray) or arr.ndim != 1:
+        raise IndexFormatError(f"{path}: expected a 1-D array of paths, got {type(arr).__name__}")
+    out = []
+    for i, v in enumerate(arr.tolist()):
+        if isinstance(v, bytes):
+            v = v.decode()
+        if not isinstance(v, str):
+            raise IndexFormatError(f"{path}: entry {i} is a {type(v).__name__}, not a path string")
+        out.append(v)
+    return out
+
+
+def _paths_of(arr: np.ndarray, path: Path, what: str) -> list[str]:
+    if arr.ndim != 1 or arr.dtype.kind not in "US":
+        raise IndexFormatError(f"{path}: {what} must be a 1-D string array (dtype U or S), got "
+                               f"shape {arr.shape} dtype {arr.dtype}")
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in arr.tolist()]
+
+
+def read_array_index(path: str | os.PathLike, allow_pickle: bool | None = None) -> list[tuple[str, int]]:
+    """The ``(path, label)`` rows of a NumPy index, never unpickling code.
+
+    Safe formats (read with ``allow_pickle=False``):
+
+    * ``.npy``: a 1-D string array (``np.array(paths)``, dtype ``U``/``S``): label 0 each (as the
+      official code), or a structured array with fields ``path`` (string) and ``label`` (int);
+    * ``.npz``: ``paths`` (1-D strings) and optional ``labels`` (ints, same length; default 0),
+      e.g. ``np.savez(f, paths=np.array(paths), labels=np.array(labels))``.
+
+    An old pickled object array (``np.save`` of a list of Python strings with
+    ``dtype=object``) raises :class:`IndexFormatError` explaining how to convert it
+    (:func:`convert_pickled_index`) unless ``allow_pickle`` (None: the environment variable
+    ``JEPA_ALLOW_PICKLE_INDEX=1``); even then a restricted unpickler accepts path strings only.
+    """
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" not in str(err):
+            raise IndexFormatError(f"{path} is not a valid NumPy index: {err}") from err
+        if path.suffix == ".npy" and _pickle_allowed(allow_pickle):
+            return [(p, 0) for p in _unpickle_object_index(path)]
+        raise _refused(path) from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded as z:
+            if "paths" not in z.files:
+                raise IndexFormatError(f"{path}: an .npz index needs an array `paths` (and optional `labels`); "
+                                       f"found {z.files}")
+            try:
+                paths = _paths_of(z["paths"], path, "`paths`")
+                labels = z["labels"] if "labels" in z.files else np.zeros(len(paths), dtype=np.int64)
+            except ValueError as err:
+                if isinstance(err, IndexFormatError) or "allow_pickle" not in str(err):
+                    raise
+                raise _refused(path) from None
+        if labels.ndim != 1 or len(labels) != len(paths) or labels.dtype.kind not in "iu":
+            raise IndexFormatError(f"{path}: `labels` must be {len(paths)} integers, got shape {labels.shape} "
+                                   f"dtype {labels.dtype}")
+        return list(zip(paths, (int(y) for y in labels.tolist()), strict=True))
+    arr = loaded
+    if arr.dtype.names:
+        if "path" not in arr.dtype.names:
+            raise IndexFormatError(f"{path}: a structured index needs fields `path` and `label`, got {arr.dtype.names}")
+        paths = _paths_of(arr["path"], path, "field `path`")
+        if "label" not in arr.dtype.names:
+            return [(p, 0) for p in paths]
+        if arr["label"].dtype.kind not in "iu":
+            raise IndexFormatError(f"{path}: field `label` must be integers, got {arr['label'].dtype}")
+        return list(zip(paths, (int(y) for y in arr["label"].tolist()), strict=True))
+    return [(p, 0) for p in _paths_of(arr, path, "the array")]
+
+
+def convert_pickled_index(src: str | os.PathLike, dst: str | os.PathLike | None = None) -> Path:
+    """Rewrite an old pickled object-array ``.npy`` index (the official V-JEPA format) as a safe
+    string array (readable without ``allow_pickle``, by this package and by NumPy). Reads the
+    source with a restricted unpickler (path strings only; never runs code from the file).
+    ``dst`` defaults to ``<src stem>.safe.npy``. Returns ``dst``."""
+    src = Path(src)
+    dst = Path(dst) if dst is not None else src.with_suffix(".safe.npy")
+    paths = _unpickle_object_index(src)
+    np.save(dst, np.array(paths, dtype=str), allow_pickle=False)
+    return dst
+
+
+def read_index(path: str | os.PathLike, root: str | os.PathLike | None = None,
+               allow_pickle: bool | None = None) -> list[tuple[str, int]]:
     """The ``(path, label)`` entries of one official index file.
 
     ``.csv``/text: one ``path label`` per line, separated by a space (V-JEPA; V-JEPA 2 falls
     back to ``::``); the label is the last field, so paths may contain spaces; a line with a
-    path alone gets label -1. ``.npy``: an array of paths, label 0 (as the official code).
-    Relative paths are taken relative to ``root``, or to the index file's folder when ``root``
-    is None (the official code uses them as given, relative to the working directory).
+    path alone gets label -1. ``.npy`` / ``.npz``: read without unpickling (see
+    :func:`read_array_index`). Relative paths are taken relative to ``root``, or to the index
+    file's folder when ``root`` is None (the official code uses them as given, relative to the
+    working directory).
+
+    ``allow_pickle``: read an old pickled (object-array) ``.npy`` index; None (default) takes
+    the environment variable ``JEPA_ALLOW_PICKLE_INDEX=1``. Even then only plain path strings
+    are accepted (a restricted unpickler); convert such a file once with
+    :func:`convert_pickled_index` instead.
     """
     path = Path(path)
     base = Path(root) if root is not None else path.parent
-    if path.suffix == ".npy":
-        rows = [(str(p), 0) for p in np.load(path, allow_pickle=True).tolist()]
+    if path.suffix in (".npy", ".npz"):
+        rows = read_array_index(path, allow_pickle)
     else:
         rows = []
         with open(path, newline="") as f:
@@ -200,7 +369,8 @@ class VideoIndex(ClipDataset):
     ``weights``: one weight per file (V-JEPA 2: K710 0.335, SSv2 0.100, HowTo100M 0.565);
     :attr:`sample_weights` then gives each sample ``weight / size of its file`` (all 1 without
     weights), for weighted sampling with replacement, e.g. :meth:`weighted_sampler`.
-    :attr:`dataset_ids` tells which file each sample came from.
+    :attr:`dataset_ids` tells which file each sample came from. ``allow_pickle``: see
+    :func:`read_index` (old pickled ``.npy`` indexes; off by default).
     """
 
     def __init__(
@@ -209,6 +379,7 @@ class VideoIndex(ClipDataset):
         weights: Sequence[float] | None = None,
         *args,
         root: str | os.PathLike | None = None,
+        allow_pickle: bool | None = None,
         **kwargs,
     ):
         paths = [csv_paths] if isinstance(csv_paths, str | os.PathLike) else list(csv_paths)
@@ -218,7 +389,7 @@ class VideoIndex(ClipDataset):
             raise ValueError(f"{len(weights)} weights for {len(paths)} index files")
         samples, ids, sizes = [], [], []
         for d, p in enumerate(paths):
-            rows = read_index(p, root)
+            rows = read_index(p, root, allow_pickle)
             if not rows:
                 raise ValueError(f"index file {p} lists no samples")
             samples += rows
