@@ -120,3 +120,41 @@ def test_latest_valid_picks_highest_step(tmp_path):
     assert path == tmp_path / "step-12.pt" and obj["step"] == 12
     atomic_save(_ckpt(12), tmp_path / "latest.pt")
     assert latest_valid(tmp_path)[0] == tmp_path / "latest.pt"
+
+
+@pytest.mark.fault
+def test_atomic_save_gives_ordinary_file_permissions(tmp_path):
+    """Checkpoints are ordinary files (0644 under umask 022), not mkstemp's 0600."""
+    old = os.umask(0o022)
+    try:
+        path = atomic_save({"x": torch.zeros(2)}, tmp_path / "a.pt")
+        assert path.stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        assert atomic_save({"x": torch.zeros(2)}, tmp_path / "b.pt").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.fault
+def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
+    """A failure (a kill, a full disk) while metrics.csv is cut back to the resume step leaves
+    the old file whole, not an empty or half-written one."""
+    import csv
+
+    from jepa_core.trainer import MetricsWriter
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss\n" + "".join(f"{i},{1 / i}\n" for i in range(1, 6)))
+    before = path.read_bytes()
+
+    def fail(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", fail)
+    with pytest.raises(OSError):
+        MetricsWriter(tmp_path, start_step=3)
+    assert path.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.undo()
+    MetricsWriter(tmp_path, start_step=3).close()
+    assert path.read_text().splitlines() == ["step,loss", "1,1.0", "2,0.5", "3,0.3333333333333333"]
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -29,6 +29,13 @@ class CheckpointError(RuntimeError):
 RUN_KEYS = ("model", "optimizer", "step")
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, flush and fsync it, rename it over
     ``path`` (``os.replace``, atomic on POSIX), then fsync the folder so the rename is durable.
@@ -40,6 +47,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp makes 0600; a checkpoint is an ordinary file (0644 under umask 022)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

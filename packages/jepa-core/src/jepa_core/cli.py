@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from jepa_core import registry
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                     parser.error(f"{', '.join(given)} apply to a launcher: add --launcher slurm (or local)")
                 summary = pretrain(args.method, args.preset, args.config, args.overrides, args.run_dir, args.resume,
                                    restart=args.restart)
-                _print_summary(summary)
+                if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+                    _print_summary(summary)
             else:
                 if args.restart:
                     parser.error("--restart is not supported with --launcher: move the run's checkpoints/ and "

@@ -236,7 +236,7 @@ class Trainer:
             self.fsdp_roots = fully_shard_method(self.model, self.device, self.dist)
         if self.dist.is_main and self.dist.initialized:
             log.info("strategy %s over %d processes", self.strategy, self.dist.world_size)
-        elif tc.strategy != "auto":
+        elif not self.dist.initialized and tc.strategy != "auto":
             log.info("train.strategy=%s applies under torchrun; this is a single process", tc.strategy)
         self.net = maybe_compile(self.net, tc.compile)
 
@@ -807,6 +807,23 @@ def _as_python_rng_state(state: Any) -> tuple:
     return (version, tuple(internal), gauss)
 
 
+def _rewrite_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Replace ``path`` by a CSV of ``rows``, atomically: a kill during the rewrite (on resume,
+    or when new columns appear) leaves the old file, never an empty or half-written one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class MetricsWriter:
     """metrics.csv (one row per logged step; rows past a resume point are dropped) and,
     optionally, TensorBoard scalars and Weights & Biases."""
@@ -829,10 +846,7 @@ class MetricsWriter:
                 self.fields = reader.fieldnames
                 kept = [r for r in reader if int(float(r["step"])) <= start_step]
         if self.fields:
-            with open(self.path, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=self.fields)
-                w.writeheader()
-                w.writerows(kept)
+            _rewrite_csv(self.path, self.fields, kept)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -855,10 +869,7 @@ class MetricsWriter:
             with open(self.path, newline="") as f:
                 rows = list(csv.DictReader(f))
             self.fields = self.fields + [k for k in row if k not in self.fields]
-            with open(self.path, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=self.fields)
-                w.writeheader()
-                w.writerows(rows)
+            _rewrite_csv(self.path, self.fields, rows)
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
         scalars = {k: v for k, v in row.items()
