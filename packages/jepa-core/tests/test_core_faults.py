@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from jepa_core import checkpoint as ckpt
+from jepa_core.testing import last_logged_step
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 STEPS = 30
@@ -31,14 +32,6 @@ def _env(**extra: str) -> dict:
 def _cmd(run_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, str(WORKER), str(run_dir), "--steps", str(STEPS), "--checkpoint-every", "1",
             "--resume", *extra]
-
-
-def _logged_step(run_dir: Path) -> int:
-    try:
-        rows = list(csv.DictReader(open(run_dir / "metrics.csv", newline="")))
-    except (FileNotFoundError, ValueError):
-        return 0
-    return int(rows[-1]["step"]) if rows else 0
 
 
 def _temp_files(run_dir: Path) -> list[Path]:
@@ -66,12 +59,12 @@ def test_sigkill_at_random_steps_and_inside_writes_then_resume(tmp_path):
     for attempt in range(5):
         proc = subprocess.Popen(_cmd(run, "--step-sleep", "0.02"), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        start = _logged_step(run)
+        start = last_logged_step(run)
         inside_write = attempt % 2 == 0  # the last kill too: the resume must clean up
         target = start + rng.randint(1, 5)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and proc.poll() is None:
-            if _logged_step(run) >= target and (not inside_write or _temp_files(run)):
+            if last_logged_step(run) >= target and (not inside_write or _temp_files(run)):
                 break
             time.sleep(0.005)
         assert proc.poll() is None, f"the run ended before the kill: {proc.stderr.read()[-2000:]}"
@@ -81,7 +74,7 @@ def test_sigkill_at_random_steps_and_inside_writes_then_resume(tmp_path):
         proc.stderr.close()
         assert proc.returncode == -signal.SIGKILL
         newest = _all_checkpoints_load(run)
-        kills.append((_logged_step(run), newest, mid_write))
+        kills.append((last_logged_step(run), newest, mid_write))
         if inside_write:
             assert mid_write, "the kill was meant to land inside a checkpoint write"
     assert kills[-1][2] and len({k[0] for k in kills}) > 1, kills

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from jepa_core.testing import last_logged_step
 
 THIS = Path(__file__)
 STEPS = 40
@@ -84,20 +85,12 @@ def _cmd(run_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, str(THIS), str(run_dir), "--steps", str(STEPS), *extra]
 
 
-def _logged_step(run_dir: Path) -> int:
-    try:
-        rows = list(csv.DictReader(open(run_dir / "metrics.csv", newline="")))
-    except (FileNotFoundError, ValueError):
-        return 0
-    return int(rows[-1]["step"]) if rows else 0
-
-
 def _wait_for_step(proc: subprocess.Popen, run_dir: Path, step: int, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None and _logged_step(run_dir) < step:
+    while time.monotonic() < deadline and proc.poll() is None and last_logged_step(run_dir) < step:
         time.sleep(0.01)
     assert proc.poll() is None, f"the run ended before the signal: {proc.communicate()[1][-3000:]}"
-    assert _logged_step(run_dir) >= step, "the run did not get going"
+    assert last_logged_step(run_dir) >= step, "the run did not get going"
 
 
 def _model(run_dir: Path) -> dict:
@@ -121,7 +114,7 @@ def _stop_with(tmp_path: Path, sig: int) -> tuple[Path, int, str]:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == PREEMPTED_EXIT_CODE == 75, err[-3000:]
-    stopped = _logged_step(run)
+    stopped = last_logged_step(run)
     assert 5 <= stopped < STEPS
     name = signal.Signals(sig).name
     line = f"jepa: stopped by {name} at step {stopped} after saving a checkpoint; resume with --resume"

@@ -19,7 +19,7 @@ from jepa_core.data import CorruptSampleError, collate_stamped
 from jepa_core.method import JEPAMethod
 from jepa_core.target import EMATarget
 
-__all__ = ["LinearJEPA", "PointsDataset", "collate_points", "nan_at_steps", "no_tf32", "official_layout", "tensor_digest"]
+__all__ = ["LinearJEPA", "PointsDataset", "collate_points", "nan_at_steps", "last_logged_step", "no_tf32", "official_layout", "tensor_digest"]
 
 
 class PointsDataset(Dataset):
@@ -125,3 +125,17 @@ def official_layout(method: nn.Module, prefix: str, perturb: float = 0.01) -> di
     obj = {p: prefixed(getattr(method, p).state_dict()) for p in ("encoder", "predictor")}
     obj["target_encoder"] = prefixed(method.target_encoder.module.state_dict())
     return obj
+
+
+def last_logged_step(run_dir) -> int:
+    """The last step in ``run_dir/metrics.csv`` (0 before the first row): what a test that kills
+    or signals a training subprocess waits for."""
+    import csv
+    from pathlib import Path
+
+    try:
+        with open(Path(run_dir) / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (FileNotFoundError, ValueError):
+        return 0
+    return int(rows[-1]["step"]) if rows else 0
