@@ -24,7 +24,7 @@ def test_batches_are_stamped_with_their_step():
     assert len(bs) == 7
     for step, b in enumerate(bs):
         assert len(b) == 4
-        assert all(s == step for _, s in b)
+        assert all(s == step for _, s, _slot in b)
 
 
 def test_resume_gives_the_tail_of_the_full_sequence():
@@ -50,7 +50,7 @@ def test_epoch_covers_each_index_at_most_once_and_reshuffles():
     epochs = [bs[i : i + 5] for i in range(0, 15, 5)]
     orders = []
     for ep in epochs:
-        idx = [i for b in ep for i, _ in b]
+        idx = [i for b in ep for i, *_ in b]
         assert len(idx) == 20 == len(set(idx))
         assert all(0 <= i < n for i in idx)
         orders.append(idx)
@@ -64,8 +64,8 @@ def test_two_ranks_disjoint_per_epoch():
     assert r0.steps_per_epoch == 5
     b0, b1 = list(r0), list(r1)
     for e in range(2):
-        i0 = [i for b in b0[e * 5 : (e + 1) * 5] for i, _ in b]
-        i1 = [i for b in b1[e * 5 : (e + 1) * 5] for i, _ in b]
+        i0 = [i for b in b0[e * 5 : (e + 1) * 5] for i, *_ in b]
+        i1 = [i for b in b1[e * 5 : (e + 1) * 5] for i, *_ in b]
         assert len(set(i0)) == len(i0) == 15 and len(set(i1)) == 15
         assert not set(i0) & set(i1)
         assert set(i0) | set(i1) == set(range(n))
@@ -76,7 +76,7 @@ def test_two_ranks_disjoint_per_epoch():
 
 def test_no_shuffle_is_sequential():
     bs = _batches(dataset_size=10, batch_size=3, total_steps=4, shuffle=False)
-    assert [[i for i, _ in b] for b in bs] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [0, 1, 2]]
+    assert [[i for i, *_ in b] for b in bs] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [0, 1, 2]]
 
 
 def test_dataset_smaller_than_a_batch_raises():
@@ -143,3 +143,31 @@ def test_with_dataloader_and_workers_independent_of_batching():
     for (coll, _, _), b in zip(out, StepBatchSampler(10, 2, total_steps=4, seed=1)):
         for row, key in enumerate(b):
             assert torch.equal(coll[0][row], ds[key].sample[0])
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_together_take_the_one_process_global_batch(world):
+    """Issue #13 item 6: W processes x B samples see the batch of 1 process x W*B, and a
+    sample's slot is its place in that batch (so masks and crops can be keyed by it)."""
+    n, bsz, steps = 50, 4, 9  # several epochs, with a remainder dropped
+    one = _batches(dataset_size=n, batch_size=bsz * world, total_steps=steps, seed=5)
+    ranks = [_batches(dataset_size=n, batch_size=bsz, total_steps=steps, seed=5, rank=r, world_size=world)
+             for r in range(world)]
+    for step in range(steps):
+        assert [slot for *_, slot in one[step]] == list(range(bsz * world))
+        rebuilt = [None] * (bsz * world)
+        for r in range(world):
+            for j, (index, s, slot) in enumerate(ranks[r][step]):
+                assert s == step and slot == j * world + r
+                rebuilt[slot] = index
+        assert rebuilt == [index for index, *_ in one[step]]
+    # the epoch length (and so the epoch of every step) is the same too
+    assert StepBatchSampler(n, bsz, 1, world_size=world).steps_per_epoch == StepBatchSampler(n, bsz * world, 1).steps_per_epoch
+
+
+def test_stamped_dataset_keeps_the_slot():
+    ds = StampedDataset(_DS(bad={2}), seed=0)
+    assert ds[(3, 5, 7)].slot == 7 and ds[(3, 5)].slot is None
+    assert ds[(2, 5, 1)] == Stamped(None, 5, 1)
+    # the slot does not enter the sample's seed: a sample draws the same in any slot
+    assert torch.equal(ds[(3, 5, 7)].sample[0], ds[(3, 5, 0)].sample[0])

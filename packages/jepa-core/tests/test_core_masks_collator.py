@@ -55,8 +55,9 @@ def test_multiblock_collator_masks_match_recorded(key):
         assert tensor_digest(o["masks_enc"] + o["masks_pred"]) == RECORDED_2D[key]
         return
     seed, rank, step, tf = map(int, parts)
+    # The per-process scope reproduces the recordings (each rank drew its own batch then).
     col = MultiBlockMaskCollator(MultiBlockMaskConfig(), 224, 14, seed=seed, rank=rank,
-                                 batch_transform=_noise if tf else None)
+                                 batch_transform=_noise if tf else None, world_size=2, scope="process")
     o = col([Stamped(s, step) for s in imgs])
     assert tensor_digest(o["masks_enc"] + o["masks_pred"] + [o["images"]]) == RECORDED_2D[key]
 
@@ -107,7 +108,7 @@ def test_transform_adds_fields_seeded_and_sampler_sees_transformed_inputs():
         action = torch.rand(x.shape[0], 4, generator=g)
         return x * 10, {"action": action}
 
-    col = MaskCollator(_ToySampler(), seed=2, rank=1, batch_transform=with_action)
+    col = MaskCollator(_ToySampler(), seed=2, rank=1, batch_transform=with_action, world_size=2, scope="process")
     out = col(_samples(step=5))
     assert out["images"].tolist() == [[0, 0], [10, 10], [20, 20], [30, 30]]
     assert out["input_mean"] == 15.0  # the sampler saw the transformed inputs
@@ -148,9 +149,11 @@ def _same(a, b):
     return all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(_masks(a), _masks(b)))
 
 
-@pytest.mark.parametrize("make", [lambda seed, rank: MaskCollator(_ToySampler(), seed=seed, rank=rank),
+@pytest.mark.parametrize("make", [lambda seed, rank: MaskCollator(_ToySampler(), seed=seed, rank=rank, world_size=2,
+                                                                  scope="process"),
                                   lambda seed, rank: MultiBlockMaskCollator(MultiBlockMaskConfig(), 224, 16,
-                                                                            seed=seed, rank=rank)])
+                                                                            seed=seed, rank=rank, world_size=2,
+                                                                            scope="process")])
 def test_masks_are_a_function_of_seed_rank_step_only(make):
     steps = list(range(8))
     sequential = {s: make(0, 0)(_samples(step=s)) for s in steps}
@@ -191,12 +194,87 @@ def test_masks_independent_of_dataloader_workers():
 
 def test_multiblock_collator_is_the_generic_collator_with_its_sampler():
     cfg = MultiBlockMaskConfig()
-    col = MultiBlockMaskCollator(cfg, 224, 14, seed=3, rank=2)
+    col = MultiBlockMaskCollator(cfg, 224, 14, seed=3, rank=2, world_size=3, scope="process")
     assert isinstance(col, MaskCollator) and isinstance(col.sampler, MultiBlockMaskSampler)
     assert isinstance(col.generator, MultiBlockMaskGenerator) and (col.generator.H, col.generator.W) == (16, 16)
     assert col.input_key == "images"
-    generic = MaskCollator(MultiBlockMaskSampler(cfg, 16), seed=3, rank=2)
+    generic = MaskCollator(MultiBlockMaskSampler(cfg, 16), seed=3, rank=2, world_size=3, scope="process")
     imgs = [(torch.zeros(3, 2, 2), i) for i in range(4)]
     assert _same(col([Stamped(s, 9) for s in imgs]), generic([Stamped(s, 9) for s in imgs]))
     enc, pred = col.generator.sample(4, StepSeeds(3, 2, 9).generator(0x6D61736B))
     assert all(torch.equal(x, y) for x, y in zip(enc + pred, _masks(generic([Stamped(s, 9) for s in imgs]))))
+
+
+def _slot_noise(x, g, slots=None, total=None):
+    """A batch transform drawing per-sample noise for the global batch and keeping its rows."""
+    noise = torch.rand((x.shape[0] if total is None else total, *x.shape[1:]), generator=g)
+    return x + (noise if slots is None else noise[slots])
+
+
+class _IndexImages(torch.utils.data.Dataset):
+    def __init__(self, n, bad=()):
+        self.n, self.bad = n, set(bad)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i in self.bad:
+            from jepa_core.data import CorruptSampleError
+
+            raise CorruptSampleError(f"bad {i}")
+        return torch.full((3, 4, 4), float(i)), i
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_global_scope_processes_get_the_rows_of_one_process(world):
+    """Issue #13 item 6: in the (default) global scope, W processes x B samples get exactly the
+    masks and transformed inputs of 1 process x W*B, sample by sample, even when some samples
+    are corrupt; the official per-process scope does not."""
+    bsz, steps, n = 4, 3, 40
+    ds = StampedDataset(_IndexImages(n, bad={0, 7, 13}), seed=1)
+
+    def run(rank, world_size, batch, scope="global"):
+        col = MultiBlockMaskCollator(MultiBlockMaskConfig(), 224, 16, seed=9, rank=rank, world_size=world_size,
+                                     batch_transform=_slot_noise, scope=scope)
+        sampler = StepBatchSampler(n, batch, steps, seed=1, rank=rank, world_size=world_size)
+        return [col([ds[key] for key in keys]) for keys in sampler]
+
+    one = run(0, 1, bsz * world)
+    by_rank = [run(r, world, bsz) for r in range(world)]
+    seen_bad = 0
+    for step in range(steps):
+        ref = one[step]
+        row_of = {int(label): k for k, label in enumerate(ref["labels"])}  # labels are dataset indices
+        for r in range(world):
+            out = by_rank[r][step]
+            seen_bad += out["num_bad"]
+            rows = torch.tensor([row_of[int(label)] for label in out["labels"]])
+            assert torch.equal(out["images"], ref["images"][rows])
+            for mine, full in zip(_masks(out), _masks(ref)):
+                assert torch.equal(mine, full[rows])  # same block sizes, positions and truncation
+    assert seen_bad > 0  # the corrupt samples were met and dropped
+    process = [run(r, world, bsz, scope="process") for r in range(world)]
+    assert not all(_same(process[r][0], by_rank[r][0]) for r in range(world))
+
+
+def test_global_scope_single_process_draws_as_the_process_scope():
+    """One process draws the same in both scopes, so single-process recordings stay valid."""
+    imgs = [Stamped((torch.zeros(3, 2, 2), i), 6, i) for i in range(8)]
+    a = MultiBlockMaskCollator(MultiBlockMaskConfig(), 224, 14, seed=2, batch_transform=_noise)(imgs)
+    b = MultiBlockMaskCollator(MultiBlockMaskConfig(), 224, 14, seed=2, batch_transform=_noise, scope="process")(imgs)
+    assert _same(a, b) and torch.equal(a["images"], b["images"])
+
+
+def test_global_scope_rejects_fields_without_a_row_per_sample():
+    def one_row(batch_size, seeds, inputs=None):
+        return {"masks_enc": [torch.zeros(1, 3, dtype=torch.long)], "masks_pred": []}
+
+    with pytest.raises(ValueError, match="one row per sample of the global batch"):
+        MaskCollator(one_row, world_size=2)(_samples(step=0))
+    # the per-process scope leaves the sampler's fields as they are
+    assert MaskCollator(one_row, world_size=2, scope="process")(_samples(step=0))["masks_enc"][0].shape == (1, 3)
+    with pytest.raises(ValueError, match="rank 2 is outside"):
+        MaskCollator(one_row, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="unknown mask scope"):
+        MaskCollator(one_row, scope="local")

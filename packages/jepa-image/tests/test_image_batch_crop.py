@@ -56,3 +56,16 @@ def test_same_generator_seed_same_crops_and_fallback_is_centred():
     assert h.tolist() == [20] * 4 and w.tolist() == [round(20 * 4 / 3)] * 4
     assert top.tolist() == [0] * 4 and left.tolist() == [(40 - 27) // 2] * 4
     assert math.isclose(27 / 20, 1.35)
+
+
+def test_slots_take_the_crops_of_the_global_batch():
+    """With ``slots`` the crops are drawn for ``total`` samples and each image takes its slot's
+    crop: two processes crop exactly like one process with the whole batch (issue #13)."""
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    tf = BatchRandomResizedCrop(28, (0.3, 1.0))
+    full = tf(images, torch.Generator().manual_seed(4))
+    for slots in (torch.tensor([0, 2, 4, 6]), torch.tensor([1, 3, 5, 7]), torch.tensor([5, 1])):
+        part = tf(images[slots], torch.Generator().manual_seed(4), slots=slots, total=8)
+        torch.testing.assert_close(part, full[slots], atol=0, rtol=0)
+    # without slots a sub-batch draws its own crops
+    assert not torch.equal(tf(images[:4], torch.Generator().manual_seed(4)), full[4:])

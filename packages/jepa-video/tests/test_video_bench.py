@@ -22,8 +22,18 @@ def test_entry_point_names_the_cases():
     installed = [ep for ep in metadata.entry_points(group="jepa.bench") if ep.name == name]
     if installed:  # an environment synced since the entry point was added
         assert installed[0].load() is bench.CASES
-    assert [c.name for c in bench.CASES] == ["masks", "steps", "data", "ckpt"]
-    assert [c.name for c in bench.CASES if not c.default] == ["ckpt"]
+    assert [c.name for c in bench.CASES] == ["masks", "steps", "data", "accuracy", "ckpt"]
+    assert [c.name for c in bench.CASES if not c.default] == ["accuracy", "ckpt"]
+    # `jepa video check` comes through the same mechanism (group jepa.commands)
+    ((name, value),) = eps["jepa.commands"].items()
+    from jepa_video.check import main
+
+    assert name == "video" and metadata.EntryPoint(name, value, "jepa.commands").load() is main
+
+
+def test_accuracy_case_finds_pyav_exact_on_every_generated_case():
+    rows = {r.name.split(":")[0]: r for r in bench.case_accuracy(_ctx())}
+    assert "exact on 9 of 9" in rows["frame accuracy, pyav"].name
 
 
 def test_masks_and_data_cases():

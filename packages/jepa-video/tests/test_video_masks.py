@@ -270,19 +270,21 @@ RECORDED_CFGS = {
 def test_collator_masks_match_recorded(key):
     name, *nums = key.split("/")[1:]
     seed, rank, step, share, tf = map(int, nums)
+    # The per-process scope reproduces the recordings (each rank drew its own batch then).
     col = MultiBlock3DMaskCollator(RECORDED_CFGS[name], 224, 16, 16, 2, seed=seed, rank=rank,
-                                   share_size_draws=bool(share), batch_transform=_noise if tf else None)
+                                   share_size_draws=bool(share), batch_transform=_noise if tf else None,
+                                   world_size=4, scope="process")
     o = col([Stamped((torch.zeros(3, 2, 2, 2), i), step) for i in range(4)])
     assert tensor_digest(o["masks_enc"] + o["masks_pred"] + [o["videos"]]) == RECORDED_3D[key]
 
 
 def test_collator_is_the_generic_collator_with_the_3d_sampler():
-    col = MultiBlock3DMaskCollator(VJEPA_MASK_CONFIGS, 224, 16, 16, 2, seed=5, rank=1)
+    col = MultiBlock3DMaskCollator(VJEPA_MASK_CONFIGS, 224, 16, 16, 2, seed=5, rank=1, world_size=2, scope="process")
     assert isinstance(col, MaskCollator) and isinstance(col.sampler, MultiBlock3DMaskSampler)
     assert [(g.T, g.H, g.W) for g in col.generators] == [(8, 14, 14)] * 2
     assert col.share_size_draws and col.input_key == "videos"
     sampler = MultiBlock3DMaskSampler(VJEPA_MASK_CONFIGS, 8, 14)
-    generic = MaskCollator(sampler, seed=5, rank=1, input_key="videos")
+    generic = MaskCollator(sampler, seed=5, rank=1, input_key="videos", world_size=2, scope="process")
     clips = [Stamped((torch.zeros(1), i), 4) for i in range(3)]
     a, b = col(clips), generic(clips)
     assert list(a) == list(b) == ["videos", "labels", "masks_enc", "masks_pred", "num_bad"]
@@ -294,3 +296,24 @@ def test_collator_is_the_generic_collator_with_the_3d_sampler():
     assert all(torch.equal(x, y) for x, y in zip(enc, enc2))
     col.share_size_draws = False  # reaches the sampler
     assert col.sampler.share_size_draws is False
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_global_scope_processes_get_the_rows_of_one_process(world):
+    """Issue #13 item 6: with the default global scope, W processes x B clips get exactly the
+    masks of one process with W*B clips (same sizes, positions and truncation); each rank's
+    j-th clip sits at slot j * W + rank of the global batch (jepa_core.data.StepBatchSampler)."""
+    bsz, step = 3, 7
+    clips = [(torch.zeros(1), i) for i in range(bsz * world)]
+    one = MultiBlock3DMaskCollator(VJEPA_MASK_CONFIGS, 224, 16, 16, 2, seed=4)(
+        [Stamped(c, step, k) for k, c in enumerate(clips)])
+    for r in range(world):
+        col = MultiBlock3DMaskCollator(VJEPA_MASK_CONFIGS, 224, 16, 16, 2, seed=4, rank=r, world_size=world)
+        slots = [j * world + r for j in range(bsz)]
+        out = col([Stamped(clips[s], step, s) for s in slots])
+        assert out["labels"].tolist() == slots
+        for mine, full in zip(out["masks_enc"] + out["masks_pred"], one["masks_enc"] + one["masks_pred"]):
+            assert torch.equal(mine, full[slots])
+        process = MultiBlock3DMaskCollator(VJEPA_MASK_CONFIGS, 224, 16, 16, 2, seed=4, rank=r, world_size=world,
+                                           scope="process")([Stamped(clips[s], step, s) for s in slots])
+        assert not all(torch.equal(a, b) for a, b in zip(process["masks_enc"], out["masks_enc"]))

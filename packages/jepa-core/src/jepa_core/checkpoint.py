@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -25,6 +26,68 @@ class CheckpointError(RuntimeError):
         self.reason = reason
 
 
+class StorageError(OSError):
+    """Writing a run file failed because its file system is full, over quota, read-only or
+    not writable by us; the message names the file and the fix (``errno`` is the cause's)."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def raise_storage_error(e: OSError, path: str | Path, what: str = "file") -> None:
+    """Raise a :class:`StorageError` for ``e`` (met while writing ``what`` at ``path``) when it
+    is a lack of space or of write access; return otherwise (the caller re-raises ``e``)."""
+    if isinstance(e, StorageError) or e.errno not in _NO_SPACE | _NOT_WRITABLE:
+        return
+    cause = f"{errno.errorcode.get(e.errno, e.errno)}: {e.strerror or e}"
+    where = Path(path).parent
+    if e.errno in _NO_SPACE:
+        fix = f"free space on the file system of {where} (or give another --run-dir)"
+    else:
+        fix = f"make {where} writable (or give another --run-dir)"
+    raise StorageError(
+        e.errno, f"cannot write the {what} {path} ({cause}); {fix}, then run again: --resume continues from "
+                 "the last complete checkpoint, which was kept", str(path),
+    ) from e
+
+
+def state_dict_mismatch(expected: dict[str, Any], saved: dict[str, Any], limit: int = 4) -> list[str]:
+    """How ``saved`` (a checkpoint's model state dict) does not fit ``expected`` (the model's):
+    entries of other shapes (``name: checkpoint [..] vs model [..]``), then missing and
+    unexpected names; at most ``limit`` of each, and an empty list when it fits."""
+    def shape(t: Any) -> list[int]:  # a tensor, or a shape (torch.Size, tuple)
+        return list(t) if isinstance(t, (tuple, list)) else list(getattr(t, "shape", ()))
+
+    out = [f"{k}: checkpoint {shape(saved[k])} vs model {shape(v)}"
+           for k, v in expected.items() if k in saved and shape(saved[k]) != shape(v)][:limit]
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    for label, names in (("missing in the checkpoint", missing), ("not in the model", unexpected)):
+        if names:
+            more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+            out.append(f"{label}: {', '.join(names[:limit])}{more}")
+    return out
+
+
+def check_fits(expected: dict[str, Any], saved: dict[str, Any], path: str | Path, run_dir: str | Path) -> None:
+    """Raise a :class:`CheckpointError` when the model state dict ``saved`` (tensors or shapes)
+    of the checkpoint ``path`` of the run ``run_dir`` does not fit ``expected`` (the model's),
+    naming the parameters that differ and the way out."""
+    mismatch = state_dict_mismatch(expected, saved)
+    if mismatch:
+        run_dir = Path(run_dir)
+        raise CheckpointError(
+            f"the checkpoint {path} does not fit the model this config builds ({'; '.join(mismatch)}): the run in "
+            f"{run_dir} was trained with other architecture settings (model.* keys, or the data sizes that set the "
+            f"token grid). Resume with the run's config ({run_dir / 'config.yaml'}, and config-effective.yaml when "
+            "present), or start over with --restart or another --run-dir"
+        )
+
+
 #: The entries a checkpoint needs to resume a run from it.
 RUN_KEYS = ("model", "optimizer", "step")
 
@@ -44,6 +107,14 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     (at worst a hidden ``.<name>.*.tmp`` file, which :func:`remove_stale_temp_files` deletes).
     """
     path = Path(path)
+    try:
+        return _atomic_save(obj, path)
+    except OSError as e:  # a full disk names the checkpoint, not a temporary file
+        raise_storage_error(e, path, "checkpoint")
+        raise
+
+
+def _atomic_save(obj: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -1,4 +1,13 @@
-"""The `jepa` command: pretrain, eval, list, config."""
+"""The `jepa` command: pretrain, eval, list, config.
+
+A user error prints one line, ``jepa: error: <what is wrong and the fix>``, on stderr and no
+traceback (``--debug``, anywhere on the command line, or ``JEPA_DEBUG=1``: the full traceback).
+Exit codes: 0 done; 2 a usage or config error, found before training starts
+(:data:`USAGE_ERRORS`); 1 a run that failed while training or writing (``_run_errors()``: a
+non-finite loss, too many corrupt samples, a hung rank, a full disk); 75 stopped by a signal
+after saving a checkpoint (``--resume`` continues; the SLURM launcher requeues it); 130
+interrupted before training started. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +18,38 @@ import os
 import sys
 
 from jepa_core import registry
-from jepa_core.checkpoint import CheckpointError
+from jepa_core.checkpoint import CheckpointError, StorageError
 from jepa_core.config import ConfigError, to_dict
+
+#: Exit status 2: the command or config cannot run as given (nothing was trained or changed).
+USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, CheckpointError)
+EXIT_USAGE, EXIT_RUN, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def _run_errors() -> tuple[type[BaseException], ...]:
+    """Exit status 1: the run failed while training or writing; the message names the fix."""
+    from jepa_core.trainer import (
+        DistributedTimeoutError,
+        NonFiniteLossError,
+        TooManyBadSamplesError,
+    )
+
+    return (StorageError, NonFiniteLossError, TooManyBadSamplesError, DistributedTimeoutError)
+
+
+def _error_line(e: BaseException) -> str:
+    return "jepa: error: " + " ".join(str(e).split())
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jepa", description="Joint-Embedding Predictive Architectures.")
+    plugins = _plugin_names()
+    p = argparse.ArgumentParser(
+        prog="jepa", description="Joint-Embedding Predictive Architectures.",
+        epilog=("commands of installed packages: " + ", ".join(plugins) + " (`jepa <command> --help`)") if plugins else None,
+    )
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error instead of one line (also JEPA_DEBUG=1); "
+                        "accepted anywhere on the command line")
     sub = p.add_subparsers(dest="command", required=True)
 
     pt = sub.add_parser("pretrain", help="pretrain a method (default preset: demo)")
@@ -51,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate the frozen encoder of a run folder or checkpoint")
     ev.add_argument("run_dir", help="a `jepa pretrain` run folder, or one of its checkpoint files")
     ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.train_samples=5000")
-    ev.add_argument("--protocol", help="comma-separated: linear,knn,attentive,lowshot,finetune")
+    ev.add_argument("--protocol", help="comma-separated: linear,knn,attentive,lowshot,finetune,dense")
 
     sub.add_parser("list", help="installed methods, presets, evaluators and checkpoint converters")
 
@@ -81,10 +116,42 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # --debug is global: taken wherever it is, so `jepa pretrain ... --debug` works too.
+    debug = "--debug" in argv or os.environ.get("JEPA_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("jepa: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except USAGE_ERRORS as e:
+        if debug:
+            raise
+        print(_error_line(e), file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:
+        from jepa_core.trainer import Preempted
+
+        if isinstance(e, Preempted):
+            # stopped by SIGTERM/SIGINT/SIGUSR1 after saving a checkpoint: one line, no traceback
+            print(f"jepa: {e}", file=sys.stderr)
+            return e.exit_code
+        if debug or not isinstance(e, _run_errors()):
+            raise
+        print(_error_line(e), file=sys.stderr)
+        return EXIT_RUN
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["bench"]:
         from jepa_core.benchmark import main as bench
 
         return bench(argv[1:])
+    plugin = _plugin_command(argv[0]) if argv and not argv[0].startswith("-") else None
+    if plugin is not None:
+        return plugin(argv[1:])
     parser = _parser()
     # Overrides may come before or after options (`--run-dir X a.b=1 --resume c.d=2`).
     args, extra = parser.parse_known_args(argv)
@@ -96,81 +163,87 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides or []) + extra
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.command == "pretrain":
-            from jepa_core.run import pretrain
+    if args.command == "pretrain":
+        from jepa_core.run import pretrain
 
-            if args.resume and args.restart:
-                parser.error("--resume and --restart exclude each other: --resume continues the run, "
-                             "--restart starts it over (moving the old checkpoints aside)")
-            if args.launcher == "none":
-                given = [f"--{k.replace('_', '-')}" for k, v in args.launcher_defaults.items() if getattr(args, k) != v]
-                if given:
-                    parser.error(f"{', '.join(given)} apply to a launcher: add --launcher slurm (or local)")
-                summary = pretrain(args.method, args.preset, args.config, args.overrides, args.run_dir, args.resume,
-                                   restart=args.restart)
-                if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
-                    _print_summary(summary)
-            else:
-                if args.restart:
-                    parser.error("--restart is not supported with --launcher: move the run's checkpoints/ and "
-                                 "metrics.csv aside yourself, or submit with another --run-dir")
-                from jepa_core.launch import SlurmOptions, submit_pretrain
+        if args.resume and args.restart:
+            parser.error("--resume and --restart exclude each other: --resume continues the run, "
+                         "--restart starts it over (moving the old checkpoints aside)")
+        if args.launcher == "none":
+            given = [f"--{k.replace('_', '-')}" for k, v in args.launcher_defaults.items() if getattr(args, k) != v]
+            if given:
+                parser.error(f"{', '.join(given)} apply to a launcher: add --launcher slurm (or local)")
+            summary = pretrain(args.method, args.preset, args.config, args.overrides, args.run_dir, args.resume,
+                               restart=args.restart)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+                _print_summary(summary)
+        else:
+            if args.restart:
+                parser.error("--restart is not supported with --launcher: move the run's checkpoints/ and "
+                             "metrics.csv aside yourself, or submit with another --run-dir")
+            from jepa_core.launch import SlurmOptions, submit_pretrain
 
-                options = SlurmOptions(
-                    nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
-                    cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, time_min=args.time,
-                    partition=args.partition, account=args.account, qos=args.qos, constraint=args.constraint,
-                    job_name=args.job_name, signal_delay_s=args.signal_delay, max_requeues=args.max_requeues,
-                )
-                job = submit_pretrain(args.method, args.preset, args.config, args.overrides, args.run_dir,
-                                      args.resume, options, cluster=args.launcher)
-                print(f"submitted job {job.job_id}; submitit logs: {job.paths.folder}")
-                if args.wait:
-                    results = job.results()  # one summary per task
-                    _print_summary(results[0])
-        elif args.command == "eval":
-            from jepa_core.run import evaluate_run
+            options = SlurmOptions(
+                nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
+                cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, time_min=args.time,
+                partition=args.partition, account=args.account, qos=args.qos, constraint=args.constraint,
+                job_name=args.job_name, signal_delay_s=args.signal_delay, max_requeues=args.max_requeues,
+            )
+            job = submit_pretrain(args.method, args.preset, args.config, args.overrides, args.run_dir,
+                                  args.resume, options, cluster=args.launcher)
+            print(f"submitted job {job.job_id}; submitit logs: {job.paths.folder}")
+            if args.wait:
+                results = job.results()  # one summary per task
+                _print_summary(results[0])
+    elif args.command == "eval":
+        from jepa_core.run import evaluate_run
 
-            protocols = [p.strip() for p in args.protocol.split(",") if p.strip()] if args.protocol else None
-            summary = evaluate_run(args.run_dir, args.overrides, protocols)
-            _print_summary(summary)
-        elif args.command == "list":
-            for name in registry.methods():
-                spec = registry.get_method(name)
-                presets = ", ".join(spec.preset_paths()) or "-"
-                print(f"{name:10s} {spec.description}\n{'':10s} presets: {presets} (default {spec.default_preset})")
-            print(f"evaluators: {', '.join(registry.evaluators()) or 'none (pip install jepa-eval)'}")
-            from jepa_core.pretrained import converters
+        protocols = [p.strip() for p in args.protocol.split(",") if p.strip()] if args.protocol else None
+        summary = evaluate_run(args.run_dir, args.overrides, protocols)
+        _print_summary(summary)
+    elif args.command == "list":
+        for name in registry.methods():
+            spec = registry.get_method(name)
+            presets = ", ".join(spec.preset_paths()) or "-"
+            print(f"{name:10s} {spec.description}\n{'':10s} presets: {presets} (default {spec.default_preset})")
+        print(f"evaluators: {', '.join(registry.evaluators()) or 'none (pip install jepa-eval)'}")
+        from jepa_core.pretrained import converters
 
-            print(f"checkpoint converters (jepa convert --method): {', '.join(converters()) or 'none'}")
-        elif args.command == "config":
-            import yaml
+        print(f"checkpoint converters (jepa convert --method): {', '.join(converters()) or 'none'}")
+    elif args.command == "config":
+        import yaml
 
-            spec = registry.get_method(args.method)
-            cfg = spec.load_config(args.preset, args.config, args.overrides)
-            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-        elif args.command == "convert":
-            from jepa_core.pretrained import convert
+        spec = registry.get_method(args.method)
+        cfg = spec.load_config(args.preset, args.config, args.overrides)
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    elif args.command == "convert":
+        from jepa_core.pretrained import convert
 
-            hints = {"num_heads": args.num_heads, "pred_num_heads": args.pred_num_heads,
-                     "img_size": args.img_size, "num_frames": args.num_frames}
-            info = convert(args.input, args.output, to=args.to, method=args.method,
-                           **{k: v for k, v in hints.items() if v})
-            print(info.summary())
-            print(f"wrote {args.output} ({args.to})")
-    except (ConfigError, FileNotFoundError, CheckpointError) as e:
-        print(f"jepa: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:
-        from jepa_core.trainer import Preempted
-
-        if not isinstance(e, Preempted):
-            raise
-        # stopped by SIGTERM/SIGINT/SIGUSR1 after saving a checkpoint: one line, no traceback
-        print(f"jepa: {e}", file=sys.stderr)
-        return e.exit_code
+        hints = {"num_heads": args.num_heads, "pred_num_heads": args.pred_num_heads,
+                 "img_size": args.img_size, "num_frames": args.num_frames}
+        info = convert(args.input, args.output, to=args.to, method=args.method,
+                       **{k: v for k, v in hints.items() if v})
+        print(info.summary())
+        print(f"wrote {args.output} ({args.to})")
     return 0
+
+
+def _plugin_names() -> list[str]:
+    """The subcommands installed packages add (entry point group ``jepa.commands``)."""
+    from importlib import metadata
+
+    return sorted(ep.name for ep in metadata.entry_points(group="jepa.commands"))
+
+
+def _plugin_command(name: str):
+    """``main(argv) -> int`` of a command an installed package adds (entry point group
+    ``jepa.commands``, e.g. ``video = "jepa_video.check:main"``), or None."""
+    from importlib import metadata
+
+    for ep in metadata.entry_points(group="jepa.commands"):
+        if ep.name == name:
+            return ep.load()
+    return None
 
 
 def _print_summary(summary: dict) -> None:

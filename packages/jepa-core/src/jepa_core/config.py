@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import fnmatch
+import math
+import os
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -18,6 +23,161 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the key and the fix."""
 
 
+# ----------------------------------------------------------------------------------------------
+# valid ranges of numeric settings
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric setting (each element of a list one): ``lo``/``hi`` bounds
+    (None: unbounded), open or closed, always finite; ``ordered``: a list must be
+    non-decreasing (a ``(low, high)`` pair)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    ordered: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> Range:
+        """``">0"``, ``">=1"``, ``"<=1"``, ``"[0,1]"``, ``"(0,1]"``, ``"[0,1)"``, ``"any"`` (any
+        finite number), each optionally followed by ``" ordered"``."""
+        text = spec.strip()
+        ordered = text.endswith(" ordered")
+        if ordered:
+            text = text[: -len(" ordered")].strip()
+        if text == "any":
+            return cls(ordered=ordered)
+        m = re.fullmatch(r"(>=|>|<=|<)\s*(-?[\d.e+-]+)", text)
+        if m:
+            op, v = m.group(1), float(m.group(2))
+            if op.startswith(">"):
+                return cls(lo=v, lo_open=op == ">", ordered=ordered)
+            return cls(hi=v, hi_open=op == "<", ordered=ordered)
+        m = re.fullmatch(r"([\[(])\s*(-?[\d.e+-]+)\s*,\s*(-?[\d.e+-]+)\s*([\])])", text)
+        if m:
+            return cls(float(m.group(2)), float(m.group(3)), m.group(1) == "(", m.group(4) == ")", ordered)
+        raise ValueError(f"bad range spec {spec!r}")
+
+    def contains(self, x: float) -> bool:
+        if not math.isfinite(x):
+            return False
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        return not (self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi))
+
+    def describe(self) -> str:
+        """E.g. ``a positive number (> 0)``, ``>= 1``, ``in [0, 1]``."""
+        g = "{:g}".format
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{g(self.lo)}, {g(self.hi)}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            if self.lo == 0 and self.lo_open:
+                return "a positive number (> 0)"
+            return f"{'>' if self.lo_open else '>='} {g(self.lo)}"
+        if self.hi is not None:
+            return f"{'<' if self.hi_open else '<='} {g(self.hi)}"
+        return "a finite number"
+
+
+_RANGES: dict[type, dict[str, Range]] = {}
+
+
+def ranges(**specs: str) -> Callable[[type], type]:
+    """Class decorator (or ``ranges(...)(cls)`` for a class defined elsewhere): the valid
+    range of each named numeric field of a config dataclass, as :meth:`Range.parse` reads it.
+    :func:`validate` checks them (None values are not checked: they mean "unset"); subclasses
+    inherit them."""
+    parsed = {name: Range.parse(spec) for name, spec in specs.items()}
+
+    def register(cls: type) -> type:
+        _RANGES.setdefault(cls, {}).update(parsed)
+        return cls
+
+    return register
+
+
+def field_ranges(cls: type) -> dict[str, Range]:
+    """The ranges :func:`ranges` declared for ``cls`` and its base classes, by field name."""
+    out: dict[str, Range] = {}
+    for base in reversed(cls.__mro__):
+        out.update(_RANGES.get(base, {}))
+    return out
+
+
+def _show(value: Any) -> str:
+    """A setting's value as one writes it in an override (``[0.3, 1.0]``, ``null``, ``cpu``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _check_ranges(obj: Any, prefix: str) -> None:
+    """The declared ranges of ``obj``'s own fields (not of its sub-sections)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(obj)}
+    for name, rng in field_ranges(type(obj)).items():
+        value = getattr(obj, name, None)
+        if value is None or isinstance(value, bool):
+            continue
+        key = ".".join(filter(None, [prefix, name]))
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        example = defaults.get(name)
+        ok_example = example is not None and example is not dataclasses.MISSING and not isinstance(example, bool)
+        hint = f"; e.g. {key}={_show(example)} (the default)" if ok_example else ""
+        for v in items:
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not rng.contains(float(v)):
+                what = "each value of " + key if isinstance(value, (list, tuple)) else key
+                finite = "" if isinstance(v, (int, float)) and math.isfinite(v) else "finite and "
+                raise ConfigError(f"{what} must be {finite}{rng.describe()}, got {key}={_show(value)}{hint}")
+        if rng.ordered and any(a > b for a, b in zip(items, items[1:])):
+            raise ConfigError(f"{key} is a (low, high) range: the values must be in order (low <= high), "
+                              f"got {key}={_show(value)}{hint}")
+
+
+def check_section(obj: Any, prefix: str) -> None:
+    """The ranges of ``obj``'s own numeric fields, then its ``check(prefix)`` hook, if any
+    (cross-field rules, e.g. heads dividing the width). Raises :class:`ConfigError`."""
+    _check_ranges(obj, prefix)
+    hook = getattr(obj, "check", None)
+    if callable(hook):
+        hook(prefix)
+
+
+def validate(cfg: Any, prefix: str = "") -> None:
+    """Check a whole config tree: every section (sub-dataclasses, lists of them as
+    ``key[i]``), deepest first, by :func:`check_section`. Raises a :class:`ConfigError` naming
+    the key, the value and the valid range."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = ".".join(filter(None, [prefix, f.name]))
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate(value, key)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                if dataclasses.is_dataclass(v) and not isinstance(v, type):
+                    validate(v, f"{key}[{i}]")
+    check_section(cfg, prefix)
+
+
+#: ``train.device`` values: ``auto``, a device type, or a type with an index (``cuda:1``).
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
+
+
+@ranges(
+    epochs=">0", ipe=">=1", ipe_scale=">0", warmup=">=0", start_lr=">=0", lr=">=0", final_lr=">=0",
+    weight_decay=">=0", final_weight_decay=">=0",
+    ema="[0,1]",  # (start, end) momentum, not a (low, high) range: any order
+    # betas: >= 0 here; a method's optimizer may check more (AdamW: [0, 1)), which the Trainer
+    # reports as a ConfigError naming optim.betas.
+    betas=">=0", eps=">0", clip_grad=">0", grad_accum=">=1", max_steps=">=1", lr_scale_batch=">=1",
+)
 @dataclass
 class OptimConfig:
     """Optimisation and schedules. Defaults: I-JEPA ViT-H/14 IN-1K (ijepa:configs/in1k_vith14_ep300.yaml)."""
@@ -44,6 +204,11 @@ class OptimConfig:
     ``data.batch_size`` x processes x ``grad_accum``). None: the LRs are used as given."""
 
 
+@ranges(
+    seed=">=0", checkpoint_every=">=1", keep_last=">=1", keep_checkpoints=">=1", log_every=">=1",
+    num_threads=">=1", max_bad_fraction="[0,1]", max_nonfinite=">=0", max_nonfinite_consecutive=">=0",
+    dist_timeout_s=">0", stop_check_every=">=1",
+)
 @dataclass
 class TrainConfig:
     """How a run executes: device, precision, distribution, checkpoints, fault handling, logging.
@@ -56,6 +221,12 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA
     seed: int = 0
+    draw_scope: Literal["global", "process"] = "global"
+    """What a batch's masks and batch-level crops are drawn for: ``global``, the step's global
+    batch (every process's samples, keyed by seed, step and a sample's slot in it), so N
+    processes x B samples train exactly like 1 process x N*B and a run resumes on another number
+    of processes; ``process``, each process's own batch keyed by its rank, as the official
+    collators (one block size and one mask truncation per process batch)."""
     run_dir: str | None = None  # default runs/<method>-<preset>
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     """Under ``torchrun``: ``ddp`` (DistributedDataParallel over the trainable modules), ``fsdp``
@@ -94,18 +265,23 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.keep_checkpoints is not None:
             self.keep_last = self.keep_checkpoints
-        if not (isinstance(self.stop_check_every, int) and self.stop_check_every > 0):
-            raise ConfigError(
-                f"train.stop_check_every must be a positive number of steps, got {self.stop_check_every!r}; "
-                "e.g. train.stop_check_every=10"
-            )
-        if not self.dist_timeout_s > 0:
-            raise ConfigError(
-                f"train.dist_timeout_s must be a positive number of seconds, got {self.dist_timeout_s!r}; "
-                "e.g. train.dist_timeout_s=1800"
-            )
+        # Also when built directly (Trainer(train=TrainConfig(...))), not only from a config file.
+        check_section(self, "train")
+
+    def check(self, prefix: str) -> None:
+        """``device``: auto, cpu, cuda, cuda:N, mps, xpu (:data:`DEVICE_PATTERN`)."""
+        if not (isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device)):
+            raise ConfigError(f"{prefix}.device={self.device} is not a device this trainer runs on; valid: auto, cpu, "
+                              f"cuda, cuda:N (the N-th GPU), mps, xpu; e.g. {prefix}.device=auto")
 
 
+@ranges(
+    batch_size=">=1", train_samples=">=1", last_layers=">=1", knn_k=">=1", knn_temperature=">0",
+    attentive_depth=">=1", attentive_epochs=">=1", attentive_batch_size=">=1", attentive_lrs=">0",
+    attentive_wds=">=0", lowshot_fractions="(0,1]", lowshot_seeds=">=0", finetune_epochs=">=1", finetune_lr=">0",
+    finetune_last_blocks=">=1", dense_epochs=">=1", dense_lr=">0", dense_batch_size=">=1", dense_knn_k=">=1",
+    monitor_every=">=0", monitor_samples=">=1",
+)
 @dataclass
 class EvalConfig:
     """Evaluation after `jepa pretrain` and by `jepa eval`, by the evaluator the method names
@@ -134,6 +310,12 @@ class EvalConfig:
     finetune_epochs: int = 5
     finetune_lr: float = 1e-3
     finetune_last_blocks: int | None = None  # None: the whole encoder
+    # `dense` protocol (jepa-eval: linear segmentation probe and patch k-NN on patch tokens);
+    # fixed settings, nothing is selected on the held-out split
+    dense_epochs: int = 20  # linear segmentation probe epochs (AdamW, cosine schedule)
+    dense_lr: float = 1e-2  # chosen on a validation split of the demo's training scenes (1e-3 underfits)
+    dense_batch_size: int = 32  # scenes per step
+    dense_knn_k: int = 10  # neighbours of the patch k-NN label transfer (votes weighted by exp(sim / knn_temperature))
     random_baseline: bool = True
     raw_baseline: bool = True
     monitor_every: int = 0  # >0: RankMe / feature-std / online probe every N steps while pretraining (needs enabled)
@@ -143,6 +325,17 @@ class EvalConfig:
 
 @dataclass
 class BaseConfig:
+    """The sections every method config has. A method's config class adds its ``data``,
+    ``model`` (...) sections and may set the two resume rules below."""
+
+    ARCHITECTURE_KEYS: ClassVar[tuple[str, ...]] = ("model.*",)
+    """Dotted keys (``fnmatch`` patterns) that fix the architecture: the parameter shapes or
+    what the weights compute. ``--resume`` refuses a change of any of them
+    (:func:`config_changes`); a method adds the data keys that set its token grid."""
+    RESUME_SAFE_KEYS: ClassVar[tuple[str, ...]] = ()
+    """Exceptions to :attr:`ARCHITECTURE_KEYS` that only change how the same model is computed
+    or regularised (activation checkpointing, drop-path rate): a resume may change them."""
+
     method: str = ""
     preset: str = ""
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -242,7 +435,8 @@ def drop_retired_keys(data: dict) -> dict:
 
 
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested dict; unknown keys and wrong types raise ConfigError."""
+    """Build dataclass ``cls`` from a nested dict; unknown keys, wrong types and (for a whole
+    config, ``prefix=""``) values out of range (:func:`validate`) raise ConfigError."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
@@ -252,7 +446,10 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         hint = f" ({RETIRED_KEYS[key]})" if key in RETIRED_KEYS else ""
         raise ConfigError(f"unknown config key {key!r} in {where}; valid keys: {', '.join(names)}{hint}")
     kwargs = {k: _coerce(v, hints[k], ".".join(filter(None, [prefix, k]))) for k, v in data.items()}
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    if not prefix:  # once, over the whole tree (the sections' cross-field rules need their siblings)
+        validate(obj)
+    return obj
 
 
 def to_dict(obj: Any) -> Any:
@@ -331,9 +528,74 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def dump_yaml(obj: Any, path: str | Path) -> None:
-    with open(path, "w") as f:
-        yaml.safe_dump(to_dict(obj), f, sort_keys=False)
+    """Write ``obj`` (a config or a dict) as YAML, atomically: a kill mid-write leaves the old
+    file (or none), never a truncated one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            yaml.safe_dump(to_dict(obj), f, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _first_line(e: Exception) -> str:
     return " ".join(str(e).split())[:300]
+
+
+# ----------------------------------------------------------------------------------------------
+# comparing the config of a run with the config of its resume
+
+#: Keys never compared on resume: where the run folder is says nothing about the run.
+RESUME_IGNORED_KEYS = ("train.run_dir",)
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "m": [{"k": 2}]}`` -> ``{"a.b": 1, "m[0].k": 2}``: nested mappings and
+    lists of mappings to dotted keys; other lists (tuples as lists) stay values."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(data, (list, tuple)) and data and all(isinstance(v, dict) for v in data):
+        out = {f"{prefix}.len": len(data)}  # so that a dropped entry is a change too
+        for i, v in enumerate(data):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: list(data) if isinstance(data, tuple) else data}
+
+
+_UNSET = "(unset)"
+
+
+def config_changes(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
+    """The settings that differ between two configs (plain dicts, :func:`to_dict` form), as
+    ``{dotted key: (old, new)}`` in ``new``'s key order (a key only one of them has is
+    ``"(unset)"`` in the other); :data:`RESUME_IGNORED_KEYS` are left out."""
+    a, b = flatten(to_dict(old)), flatten(to_dict(new))
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in list(b) + [k for k in a if k not in b]:
+        if key in RESUME_IGNORED_KEYS:
+            continue
+        va, vb = a.get(key, _UNSET), b.get(key, _UNSET)
+        if va != vb:
+            out[key] = (va, vb)
+    return out
+
+
+def is_architecture_key(cfg_cls: type, key: str) -> bool:
+    """Whether a dotted ``key`` of a ``cfg_cls`` config fixes the architecture
+    (``cfg_cls.ARCHITECTURE_KEYS`` less ``RESUME_SAFE_KEYS``, ``fnmatch`` patterns)."""
+    arch = getattr(cfg_cls, "ARCHITECTURE_KEYS", BaseConfig.ARCHITECTURE_KEYS)
+    safe = getattr(cfg_cls, "RESUME_SAFE_KEYS", ())
+    return any(fnmatch.fnmatchcase(key, p) for p in arch) and not any(fnmatch.fnmatchcase(key, p) for p in safe)
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    """``optim.lr: 0.001 -> 0.002; train.seed: 0 -> 1``."""
+    return "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, (a, b) in changes.items())

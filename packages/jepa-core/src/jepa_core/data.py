@@ -1,6 +1,13 @@
 """Data plumbing shared by every modality: a resumable distributed batch sampler whose batches
 are a pure function of (seed, step, rank), per-sample seeding of augmentations, and skipping of
-corrupt samples with a count."""
+corrupt samples with a count.
+
+The global batch of a step is the same whatever the number of processes: ``W`` processes of
+``B`` samples each see the ``W x B`` samples one process of ``W x B`` would see, each sample
+stamped with its *slot* (its place in the global batch), and every random draw of a sample is
+keyed by (seed, step, dataset index) here and by (seed, step, slot) in
+:class:`jepa_core.masks.collator.MaskCollator`.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +29,12 @@ class CorruptSampleError(RuntimeError):
 
 @dataclass
 class Stamped:
-    """A sample (or None when it was corrupt) with the training step it belongs to."""
+    """A sample (or None when it was corrupt) with the training step it belongs to and its slot
+    in the step's global batch (None when the batch sampler gives none)."""
 
     sample: Any
     step: int
+    slot: int | None = None
 
 
 def _mix(*parts: int) -> int:
@@ -34,14 +43,20 @@ def _mix(*parts: int) -> int:
     return mix_seed(*parts)
 
 
-class StepBatchSampler(Sampler[list[tuple[int, int]]]):
+class StepBatchSampler(Sampler[list[tuple[int, int, int]]]):
     """Yields the batches of steps ``start_step .. total_steps - 1`` (endless when ``total_steps``
-    is None) as ``[(index, step), ...]``.
+    is None) as ``[(index, step, slot), ...]``.
 
     Each epoch is a fresh permutation seeded by (seed, epoch), split across ranks like
     ``DistributedSampler`` (rank r takes every world-th index), batches drop the remainder.
     Because a batch depends only on (seed, epoch, step, rank), resuming at any step gives
     exactly the batches an uninterrupted run would have seen.
+
+    The ranks' batches of a step together are the permutation's window
+    ``[step * G, (step + 1) * G)`` with ``G = batch_size * world_size``, exactly the batch of
+    one process with ``batch_size * world_size``: rank r's j-th sample sits at ``slot = j *
+    world_size + r`` of that window. So W processes x B samples and 1 process x W*B samples
+    train on the same global batches, and a run can resume on another number of processes.
     """
 
     def __init__(
@@ -82,7 +97,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
             if e != epoch:
                 epoch, cached = e, self.epoch_indices(e)
             idx = cached[pos * self.batch_size : (pos + 1) * self.batch_size].tolist()
-            yield [(i, step) for i in idx]
+            yield [(i, step, j * self.world_size + self.rank) for j, i in enumerate(idx)]
 
     def __len__(self) -> int:
         if self.total_steps is None:
@@ -91,11 +106,13 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
 
 
 class StampedDataset(Dataset):
-    """Wraps a map-style dataset for :class:`StepBatchSampler`.
+    """Wraps a map-style dataset for :class:`StepBatchSampler` (keys ``(index, step)`` or
+    ``(index, step, slot)``).
 
     Seeds ``torch`` and ``random`` from (seed, step, index) before each sample, so random
-    augmentations are the same with any number of workers and after a resume. A sample whose
-    dataset raises :class:`CorruptSampleError` comes back as ``Stamped(None, step)``.
+    augmentations are the same with any number of workers or processes and after a resume. A
+    sample whose dataset raises :class:`CorruptSampleError` comes back as
+    ``Stamped(None, step, slot)``.
     """
 
     def __init__(self, dataset: Dataset, seed: int = 0):
@@ -104,18 +121,19 @@ class StampedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> Stamped:
-        index, step = key
+    def __getitem__(self, key: tuple[int, ...]) -> Stamped:
+        index, step = key[0], key[1]
+        slot = key[2] if len(key) > 2 else None
         s = _mix(self.seed, step, index)
         # The CPU generator only: torch.manual_seed would also queue a lazy CUDA seeding on
         # CUDA builds, which records a stack trace each call (~2 ms a sample).
         torch.default_generator.manual_seed(s)
         random.seed(s)
         try:
-            return Stamped(self.dataset[index], step)
+            return Stamped(self.dataset[index], step, slot)
         except CorruptSampleError as err:
             log.warning("skipping corrupt sample %d: %s", index, err)
-            return Stamped(None, step)
+            return Stamped(None, step, slot)
 
 
 def collate_stamped(samples: list) -> tuple[Any, int | None, int]:

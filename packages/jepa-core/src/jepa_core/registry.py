@@ -74,6 +74,9 @@ class MethodSpec:
     - ``eval_baselines(cfg, device, run_dir)``: optional, more frozen encoders to probe beside the
       pretrained and the randomly initialised one, ``{row name: encoder}`` (the video methods add
       an image encoder applied frame by frame).
+    - ``build_dense_eval_data(cfg)``: optional, ``(train_set, test_set)`` of ``(input, label map)``
+      with a LongTensor label map ``[H, W]`` per input (a class per pixel) for the ``dense``
+      protocol (patch-token segmentation probes), or None when the config has none.
 
     ``build_eval_data`` also feeds the collapse monitors (``eval.monitor_every``).
     """
@@ -91,6 +94,7 @@ class MethodSpec:
     eval_baselines: Callable[[Any, Any, Path | None], dict[str, Any]] | None = None
     evaluator: str | None = "probes"
     extra: dict = field(default_factory=dict)
+    build_dense_eval_data: Callable[[Any], tuple[Any, Any] | None] | None = None
 
     def preset_paths(self) -> dict[str, Path]:
         if not self.presets_package:

@@ -3,15 +3,18 @@
 ```
 runs/<method>-<preset>-<time>/
   config.yaml  checkpoints/  metrics.csv  plots/  report.md  (eval/results.json)
+  (config-history.jsonl  config-effective.yaml: after a resume with a changed config)
 ```
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,17 @@ import torch
 
 from jepa_core import checkpoint as ckpt
 from jepa_core import registry
-from jepa_core.config import ConfigError, dump_yaml, to_dict
+from jepa_core.config import (
+    ConfigError,
+    config_changes,
+    describe_changes,
+    drop_retired_keys,
+    dump_yaml,
+    from_dict,
+    is_architecture_key,
+    load_yaml,
+    to_dict,
+)
 from jepa_core.distributed import init_distributed, resolve_device, shutdown_distributed
 from jepa_core.plots import plot_metrics
 from jepa_core.trainer import Preempted, Trainer
@@ -68,11 +81,107 @@ def _env_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
+#: The run's config as it started (never rewritten by a resume), the record of each resume that
+#: changed settings (one JSON object a line), and the config in force since the last such resume.
+CONFIG_FILE, CONFIG_HISTORY_FILE, CONFIG_EFFECTIVE_FILE = "config.yaml", "config-history.jsonl", "config-effective.yaml"
+
+
+@dataclass
+class ResumePoint:
+    """What ``--resume`` continues from: the checkpoint, its step, and the settings that differ
+    from the config its weights were trained with (``{key: (old, new)}``; none is architectural)."""
+
+    checkpoint: Path
+    step: int
+    changes: dict
+    shapes: dict  # the checkpoint's model tensor shapes, by name
+
+
+def _saved_config(run_dir: Path, obj: dict) -> tuple[dict | None, str]:
+    """The config a run's newest checkpoint was trained with: the one it carries, else the
+    run folder's config-effective.yaml or config.yaml (a checkpoint of an older version)."""
+    if isinstance(obj.get("config"), dict) and obj["config"]:
+        return obj["config"], "its checkpoint"
+    for name in (CONFIG_EFFECTIVE_FILE, CONFIG_FILE):
+        if (run_dir / name).is_file():
+            try:
+                return load_yaml(run_dir / name), name
+            except ConfigError as e:
+                log.warning("cannot compare the config with the run's %s: %s", name, e)
+    return None, ""
+
+
+def check_resume_config(spec: registry.MethodSpec, cfg, run_dir: Path) -> ResumePoint | None:
+    """``--resume``: compare ``cfg`` with the config the run's newest valid checkpoint was
+    trained with. A change of an architecture key (``cfg.ARCHITECTURE_KEYS``, e.g. ``model.*``
+    and the data sizes that set the token grid) raises a :class:`ConfigError` naming every such
+    key, old -> new, and the way out; other changes are returned (:func:`record_config` logs
+    and records them). None when there is no checkpoint to resume from."""
+    found = ckpt.latest_valid(run_dir / "checkpoints", required=ckpt.RUN_KEYS, strict=True, mmap=True)
+    if found is None:
+        return None
+    path, obj = found
+    saved, source = _saved_config(run_dir, obj)
+    changes: dict = {}
+    if saved is not None:
+        saved = drop_retired_keys(saved)
+        try:  # fill the keys a newer version added with their defaults, as the new config has them
+            saved = to_dict(from_dict(spec.config_cls, saved))
+        except ConfigError:
+            pass  # a config this version cannot build: compare it as written
+        changes = config_changes(saved, to_dict(cfg))
+    arch = {k: v for k, v in changes.items() if is_architecture_key(type(cfg), k)}
+    if arch:
+        raise ConfigError(
+            f"--resume of {run_dir}: the architecture differs from the run's ({describe_changes(arch)}; "
+            f"compared with {source}), so its checkpoints cannot continue with this config. Resume with the "
+            "run's values, or start over with --restart (the old checkpoints are moved into previous-<time>/), "
+            "or give another --run-dir"
+        )
+    shapes = {k: v.shape for k, v in obj["model"].items() if hasattr(v, "shape")}
+    return ResumePoint(path, int(obj.get("step", 0)), changes, shapes)
+
+
+def record_config(run_dir: Path, cfg, resume: ResumePoint | None) -> None:
+    """Write the run's config files (rank 0). A new run: ``config.yaml``. A resume leaves
+    ``config.yaml`` as the run started; when settings changed it logs a warning listing them,
+    appends ``{"time", "step", "checkpoint", "changes": {key: [old, new]}}`` to
+    ``config-history.jsonl`` and writes the config now in force to ``config-effective.yaml``
+    (rewritten on every later resume once it exists, so it always holds the current one)."""
+    config_path = run_dir / CONFIG_FILE
+    current = config_path  # the file being written, for the message of a full disk
+    try:
+        if resume is None or not config_path.is_file():
+            dump_yaml(cfg, config_path)
+        if resume is None:
+            return
+        effective = run_dir / CONFIG_EFFECTIVE_FILE
+        if resume.changes:
+            log.warning("--resume at step %d with %d changed setting(s): %s (recorded in %s; the config in force is "
+                        "%s)", resume.step, len(resume.changes), describe_changes(resume.changes),
+                        CONFIG_HISTORY_FILE, CONFIG_EFFECTIVE_FILE)
+            entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": resume.step,
+                     "checkpoint": resume.checkpoint.name,
+                     "changes": {k: [a, b] for k, (a, b) in resume.changes.items()}}
+            current = run_dir / CONFIG_HISTORY_FILE
+            with open(current, "a") as f:  # one line per resume: a torn last line loses only that entry
+                f.write(json.dumps(entry, default=str) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        if resume.changes or effective.is_file():
+            current = effective
+            dump_yaml(cfg, effective)
+    except OSError as e:
+        ckpt.raise_storage_error(e, current, "config file")
+        raise
+
+
 def move_aside(run_dir: Path) -> Path | None:
-    """``--restart``: move ``checkpoints/`` and ``metrics.csv`` (and the per-rank metrics) of
-    ``run_dir`` into ``run_dir/previous-<time>/``, kept rather than deleted; None when there is
-    nothing to move."""
-    old = [run_dir / "checkpoints", *sorted(run_dir.glob("metrics*.csv"))]
+    """``--restart``: move ``checkpoints/``, ``metrics.csv`` (and the per-rank metrics) and the
+    config files of ``run_dir`` into ``run_dir/previous-<time>/``, kept rather than deleted; None
+    when there is nothing to move."""
+    old = [run_dir / "checkpoints", *sorted(run_dir.glob("metrics*.csv")),
+           *(run_dir / n for n in (CONFIG_FILE, CONFIG_HISTORY_FILE, CONFIG_EFFECTIVE_FILE))]
     old = [p for p in old if p.exists()]
     if not old:
         return None
@@ -101,25 +210,38 @@ def pretrain(
 
     ``resume`` continues from the newest valid checkpoint in ``run_dir`` (an error, before
     anything is touched, when the folder holds checkpoint files none of which loads);
-    ``restart`` starts over in a folder that holds checkpoints, moving the old ``checkpoints/``
-    and ``metrics.csv`` into ``run_dir/previous-<time>/``."""
+    ``restart`` starts over in a folder that holds checkpoints, moving the old ``checkpoints/``,
+    ``metrics.csv`` and config files into ``run_dir/previous-<time>/``. A resume compares the
+    config with the run's (:func:`check_resume_config`: architecture changes are refused, others
+    recorded by :func:`record_config`)."""
     spec = registry.get_method(method)
     cfg = spec.load_config(preset, config_file, overrides)
     run_dir = resolve_run_dir(cfg, run_dir, resume, restart)
+    resume_point = check_resume_config(spec, cfg, run_dir) if resume else None  # before anything is written
     if restart and _env_rank() == 0:
         move_aside(run_dir)
 
-    device = resolve_device(cfg.train.device)
+    try:
+        device = resolve_device(cfg.train.device)
+    except RuntimeError as e:  # e.g. train.device=cuda on a machine without CUDA
+        raise ConfigError(str(e)) from e
     dist = init_distributed(device, cfg.train.dist_timeout_s)
     evaluator = _find_evaluator(spec, cfg, warn=dist.is_main)  # before training: fail or warn early
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.train.seed)
-    model = spec.build_model(cfg)
+    try:
+        model = spec.build_model(cfg)
+    except ValueError as e:  # a combination of model settings the modules refuse (e.g. odd widths)
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"the model cannot be built from this config: {e}; check the model.* settings") from e
+    if resume_point is not None:  # before the config files record the resume
+        ckpt.check_fits(model.state_dict(), resume_point.shapes, resume_point.checkpoint, run_dir)
     dataset, collate = spec.build_train_data(cfg, dist.rank, dist.world_size)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        dump_yaml(cfg, run_dir / "config.yaml")
+        record_config(run_dir, cfg, resume_point)
         log.info("run folder: %s", run_dir)
         if spec.on_run_start is not None:
             spec.on_run_start(cfg, run_dir, dataset)
@@ -155,7 +277,8 @@ def pretrain(
         shutdown_distributed(dist)
         raise
     summary: dict[str, Any] = {
-        "run_dir": str(run_dir), "steps": fit.steps, "final_loss": fit.final_loss,
+        "run_dir": str(run_dir), "steps": fit.steps, "steps_this_run": fit.steps - fit.start_step,
+        "final_loss": fit.final_loss,
         "train_seconds": round(fit.seconds, 1), "samples_per_second": round(fit.samples_per_second, 1),
         "bad_samples": fit.bad_samples, "skipped_nonfinite": fit.skipped_nonfinite,
         "strategy": trainer.strategy, "world_size": dist.world_size, "global_batch": trainer.global_batch,
@@ -220,13 +343,17 @@ def evaluate_model(
 
 
 def write_report(run_dir: Path, cfg, summary: dict, evaluation: dict | None) -> Path:
+    if summary.get("steps_this_run", 1) == 0:  # resumed after the last step: nothing was timed
+        timing = f"- training time: none in this process (resumed at step {summary['steps']}, nothing left to train)"
+    else:
+        timing = f"- training time: {summary['train_seconds']} s ({summary['samples_per_second']} samples/s)"
     lines = [
         f"# {cfg.method} / {cfg.preset or 'custom'}",
         "",
         f"- run folder: `{run_dir}`",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         f"- steps: {summary['steps']}, final loss {summary['final_loss']:.5f}",
-        f"- training time: {summary['train_seconds']} s ({summary['samples_per_second']} samples/s)",
+        timing,
         f"- corrupt samples skipped: {summary['bad_samples']}; non-finite steps skipped: "
         f"{summary.get('skipped_nonfinite', 0)}",
         f"- {summary.get('world_size', 1)} process(es), strategy {summary.get('strategy', 'none')}, "
@@ -238,7 +365,11 @@ def write_report(run_dir: Path, cfg, summary: dict, evaluation: dict | None) -> 
     if evaluation is not None:
         lines += [f"## {evaluation.get('title', 'Evaluation')}", "", evaluation["markdown"], ""]
     path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
+    try:
+        path.write_text("\n".join(lines))
+    except OSError as e:
+        ckpt.raise_storage_error(e, path, "report")
+        raise
     return path
 
 
@@ -246,14 +377,7 @@ def load_run(path: str | Path, overrides: list[str] | None = None) -> dict[str, 
     """The model of a `jepa pretrain` run folder (its newest readable checkpoint) or of one of
     our checkpoint files (it carries its config), built and loaded on CPU. Returns
     ``{"spec", "cfg", "model", "checkpoint", "step", "run_dir"}``."""
-    from jepa_core import checkpoint as ckpt
-    from jepa_core.config import (
-        deep_merge,
-        drop_retired_keys,
-        from_dict,
-        load_yaml,
-        parse_overrides,
-    )
+    from jepa_core.config import deep_merge, parse_overrides
 
     path = Path(path)
     if path.is_file():
@@ -276,6 +400,10 @@ def load_run(path: str | Path, overrides: list[str] | None = None) -> dict[str, 
     cfg = from_dict(spec.config_cls, data)
     torch.manual_seed(cfg.train.seed)
     model = spec.build_model(cfg)
+    mismatch = ckpt.state_dict_mismatch(model.state_dict(), found[1]["model"])
+    if mismatch:
+        raise ckpt.CheckpointError(f"{found[0]} does not fit the model this config builds ({'; '.join(mismatch)}); "
+                                   "drop the model.* / data size overrides, or use the run's own config")
     model.load_state_dict(found[1]["model"])
     return {"spec": spec, "cfg": cfg, "model": model, "checkpoint": found[0], "step": found[1].get("step"),
             "run_dir": run_dir}

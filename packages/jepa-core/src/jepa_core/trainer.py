@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 
 from jepa_core import checkpoint as ckpt
-from jepa_core.config import OptimConfig, TrainConfig
+from jepa_core.config import ConfigError, OptimConfig, TrainConfig, validate
 from jepa_core.data import StampedDataset, StepBatchSampler
 from jepa_core.distributed import (
     DistInfo,
@@ -107,6 +107,7 @@ class TrainState:
     bad_samples: int = 0
     batches_consumed: int = 0  # loader batches used, skipped all-corrupt ones included
     skipped_nonfinite: int = 0  # steps whose update was dropped (train.nonfinite=skip)
+    last_loss: float = float("nan")  # the last logged loss (kept in checkpoints for the summary)
 
 
 @dataclass
@@ -119,6 +120,7 @@ class FitResult:
     bad_samples: int = 0
     skipped_nonfinite: int = 0
     history: list[dict] = field(default_factory=list)
+    start_step: int = 0  # the step this fit started (resumed) at
 
 
 @dataclass
@@ -140,6 +142,7 @@ class _Loop:
     step_at_log: int = 0
     samples_at_log: int = 0
     samples_at_start: int = 0
+    step_at_start: int = 0
     last_loss: float = float("nan")
     consecutive_skips: int = 0
 
@@ -187,6 +190,11 @@ class Trainer:
         callbacks: list[Callable] | None = None,
         loss_hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     ):
+        # Settings out of range fail here with the key named, not as a ZeroDivisionError mid-run.
+        validate(optim, "optim")
+        validate(train, "train")
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ConfigError(f"data.batch_size must be >= 1, got data.batch_size={batch_size}")
         self.model, self.dataset, self.collate_fn = model, dataset, collate_fn
         self.loss_hook = loss_hook
         self.optim_cfg, self.train_cfg = optim, train
@@ -246,7 +254,14 @@ class Trainer:
         return self.global_batch / oc.lr_scale_batch if oc.lr_scale_batch else 1.0
 
     def _build_optimizer(self) -> None:
-        optimizer = self.model.build_optimizer(self.optim_cfg, self.optim_cfg.start_lr * self._lr_scale(), self.device)
+        try:
+            optimizer = self.model.build_optimizer(self.optim_cfg, self.optim_cfg.start_lr * self._lr_scale(),
+                                                   self.device)
+        except ValueError as e:  # torch.optim's own checks (e.g. "Invalid beta parameter at index 1: 2.0")
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"the optimizer refuses these settings: {e}; check the optim.* keys "
+                              f"(optim.betas={list(self.optim_cfg.betas)}, optim.eps={self.optim_cfg.eps:g})") from e
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
                 f"{type(self.model).__name__}.build_optimizer returned {type(optimizer).__name__}; it must return "
@@ -260,10 +275,18 @@ class Trainer:
         steps (micro-batches / ``grad_accum``)."""
         tc, oc = self.train_cfg, self.optim_cfg
         accum = max(1, oc.grad_accum)
-        probe = StepBatchSampler(len(self.dataset), self.batch_size, 1, tc.seed, self.dist.rank, self.dist.world_size)
+        try:
+            probe = StepBatchSampler(len(self.dataset), self.batch_size, 1, tc.seed, self.dist.rank,
+                                     self.dist.world_size)
+        except ValueError as e:  # the sampler's size checks (e.g. a dataset smaller than one batch) name the fix
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(str(e)) from e
         loader_ipe = probe.steps_per_epoch // accum
         if loader_ipe < 1:
-            raise ValueError("one epoch holds fewer micro-batches than optim.grad_accum; lower it")
+            raise ConfigError(f"one epoch holds {probe.steps_per_epoch} micro-batches of data.batch_size="
+                              f"{self.batch_size}, fewer than optim.grad_accum={accum}; lower optim.grad_accum "
+                              "or data.batch_size")
         self.ipe = oc.ipe or loader_ipe
         T = schedule_length(oc.epochs, self.ipe, oc.ipe_scale)
         warm = int(oc.warmup * self.ipe)
@@ -325,6 +348,10 @@ class Trainer:
             get_optimizer_state_dict(self.model, self.optimizer, options=opts),
         )
 
+    def _last_loss(self) -> float:
+        loop = getattr(self, "_loop", None)
+        return self.state.last_loss if loop is None else loop.last_loss
+
     def save_checkpoint(self) -> Path | None:
         model_sd, optim_sd = self.full_state_dicts()
         if self.dist.is_main:
@@ -336,6 +363,8 @@ class Trainer:
                 "bad_samples": self.state.bad_samples,
                 "batches_consumed": self.state.batches_consumed,
                 "skipped_nonfinite": self.state.skipped_nonfinite,
+                # A resume with no step left still reports the run's final loss (None: none logged yet).
+                "last_loss": None if math.isnan(self._last_loss()) else self._last_loss(),
                 "model": model_sd,
                 "optimizer": optim_sd,
                 "optimizer_keys": "names" if self.strategy == "fsdp" else "ids",
@@ -352,7 +381,10 @@ class Trainer:
         barrier(self.dist)
         return self.ckpt_dir / "latest.pt"
 
-    def _load_states(self, obj: dict) -> None:
+    def _load_states(self, obj: dict, path: Path | None = None) -> None:
+        # Shapes first: a checkpoint of another architecture is named as such, not a
+        # size-mismatch traceback from load_state_dict.
+        ckpt.check_fits(self.model.state_dict(), obj["model"], path, self.run_dir)
         by_name = obj.get("optimizer_keys") == "names"
         if self.strategy != "fsdp" and not by_name:
             self.model.load_state_dict(obj["model"])
@@ -393,7 +425,7 @@ class Trainer:
         if found is None:
             return False
         path, obj = found
-        self._load_states(obj)
+        self._load_states(obj, path)
         if self.scaler and obj.get("scaler"):
             self.scaler.load_state_dict(obj["scaler"])
         rng = obj.get("rng", {})
@@ -407,6 +439,7 @@ class Trainer:
         self.state = TrainState(
             obj["step"], obj.get("samples_seen", 0), obj.get("bad_samples", 0),
             obj.get("batches_consumed", obj["step"] * accum), obj.get("skipped_nonfinite", 0),
+            float("nan") if obj.get("last_loss") is None else float(obj["last_loss"]),
         )
         if self.dist.is_main:
             log.info("resumed from %s at step %d", path, self.state.step)
@@ -552,6 +585,7 @@ class Trainer:
             loss_sum=torch.zeros((), device=self.device),
             t_start=now, t_log=now, step_at_log=self.state.step,
             samples_at_log=self.state.samples_seen, samples_at_start=self.state.samples_seen,
+            last_loss=self.state.last_loss, step_at_start=self.state.step,
         )
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -722,7 +756,7 @@ class Trainer:
             steps=self.state.step, final_loss=loop.last_loss, seconds=seconds,
             samples_per_second=samples / max(seconds, 1e-9), run_dir=self.run_dir,
             bad_samples=self.state.bad_samples, skipped_nonfinite=self.state.skipped_nonfinite,
-            history=loop.history,
+            history=loop.history, start_step=loop.step_at_start,
         )
 
     def _check_skips(self, step: int, consecutive: int) -> None:
@@ -733,7 +767,8 @@ class Trainer:
                 f"the loss or gradients were NaN/inf at step {step + 1}: {consecutive} steps in a row and "
                 f"{total} in all were skipped (limits train.max_nonfinite_consecutive="
                 f"{tc.max_nonfinite_consecutive}, train.max_nonfinite={tc.max_nonfinite}). Lower optim.lr, "
-                "set optim.clip_grad, or check the inputs; resume with --resume."
+                "set optim.clip_grad, use train.precision=fp32 (or bf16 rather than fp16) or check the inputs; "
+                "then continue with --resume"
             )
 
     def _next_batch(self, data_iter) -> Any:
@@ -765,9 +800,11 @@ class Trainer:
     def _stop_nonfinite(self, step: int) -> None:
         latest = self.ckpt_dir / "latest.pt"
         where = f"the last good checkpoint is {latest}" if latest.exists() else "no checkpoint was written yet"
+        then = "then continue with --resume" if latest.exists() else "then run again"
         raise NonFiniteLossError(
-            f"the loss became NaN or infinite by step {step + 1}; stopped without saving ({where}). "
-            "Lower optim.lr, set optim.clip_grad, or check the inputs; resume with --resume."
+            f"the loss became NaN or infinite by step {step + 1}; stopped without saving ({where}). Lower optim.lr, "
+            "set optim.clip_grad, use train.precision=fp32 (or bf16 rather than fp16), check the inputs, or set "
+            f"train.nonfinite=skip; {then}"
         )
 
 
@@ -846,7 +883,8 @@ class MetricsWriter:
                 self.fields = reader.fieldnames
                 kept = [r for r in reader if int(float(r["step"])) <= start_step]
         if self.fields:
-            _rewrite_csv(self.path, self.fields, kept)
+            with self._naming_storage_errors():
+                _rewrite_csv(self.path, self.fields, kept)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -857,9 +895,30 @@ class MetricsWriter:
         if wandb:
             self.wandb = _start_wandb(run_dir, wandb if isinstance(wandb, dict) else {}, config or {})
 
+    @contextlib.contextmanager
+    def _naming_storage_errors(self):
+        """A full disk (or a read-only folder) raises a :class:`~jepa_core.checkpoint.StorageError`
+        that names this file."""
+        try:
+            yield
+        except OSError as e:
+            ckpt.raise_storage_error(e, self.path, "metrics file")
+            raise
+
     def write(self, row: dict) -> None:
         if not self.enabled:
             return
+        with self._naming_storage_errors():
+            self._write_csv(row)
+        scalars = {k: v for k, v in row.items()
+                   if k != "step" and isinstance(v, (int, float)) and math.isfinite(v)}
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, row["step"])
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=row["step"])
+
+    def _write_csv(self, row: dict) -> None:
         if self.fields is None:
             self.fields = list(row)
             with open(self.path, "w", newline="") as f:
@@ -872,13 +931,6 @@ class MetricsWriter:
             _rewrite_csv(self.path, self.fields, rows)
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
-        scalars = {k: v for k, v in row.items()
-                   if k != "step" and isinstance(v, (int, float)) and math.isfinite(v)}
-        if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, row["step"])
-        if self.wandb is not None:
-            self.wandb.log(scalars, step=row["step"])
 
     def close(self) -> None:
         if self.tb is not None:

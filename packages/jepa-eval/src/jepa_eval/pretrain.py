@@ -6,7 +6,10 @@ builds the collapse-monitor callback for pretraining."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +24,7 @@ from jepa_eval.probes import knn_probe, linear_probe
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("linear", "knn", "attentive", "lowshot", "finetune")
+PROTOCOLS = ("linear", "knn", "attentive", "lowshot", "finetune", "dense")
 NEEDS_TOKENS = {"attentive", "finetune"}  # not meaningful for the raw-input baseline
 DEFAULT_MAX_BAD_FRACTION = 0.01  # as jepa_core's train.max_bad_fraction
 
@@ -36,13 +39,34 @@ def evaluate_encoders(spec, cfg, model, device: torch.device | str = "cpu", out_
     (``spec.build_model`` under seed ``train.seed + 1``); ``spec.eval_baselines(cfg, device,
     run_dir)``; with ``cfg.eval.raw_baseline`` the raw inputs. Data: ``spec.build_eval_data(cfg)``;
     labelings: ``spec.eval_tasks(cfg)``. Settings: ``cfg.eval``. Corrupt samples are skipped up to
-    ``cfg.train.max_bad_fraction`` of each split (see :func:`probe_encoders`). Returns None
-    (nothing to probe) when the method has no ``build_eval_data``."""
-    if spec.build_eval_data is None:
+    ``cfg.train.max_bad_fraction`` of each split (see :func:`probe_encoders`). The ``dense``
+    protocol reads ``spec.build_dense_eval_data(cfg)`` (``(input, label map)`` pairs); without
+    it, ``dense`` alone is a :class:`ConfigError` and ``dense`` beside other protocols is skipped
+    with a warning. Returns None (nothing to probe) when the method has neither
+    ``build_eval_data`` nor dense data."""
+    check_config(cfg)
+    dense_data = None
+    if "dense" in cfg.eval.protocols:
+        hook = getattr(spec, "build_dense_eval_data", None)
+        dense_data = hook(cfg) if hook is not None else None
+        if dense_data is None:
+            why = (f"method {spec.name!r} has no dense evaluation data (MethodSpec.build_dense_eval_data"
+                   f"{' returned None for this config' if hook is not None else ' is not set'})")
+            if all(p == "dense" for p in cfg.eval.protocols):
+                raise ConfigError(f"eval protocol 'dense' cannot run: {why}; pick another protocol "
+                                  f"({', '.join(p for p in PROTOCOLS if p != 'dense')})")
+            log.warning("skipping the dense protocol: %s", why)
+    if spec.build_eval_data is None and dense_data is None:
         log.info("method %r has no labeled evaluation data (MethodSpec.build_eval_data); no probes", spec.name)
         return None
-    check_config(cfg)
-    train_set, test_set = spec.build_eval_data(cfg)
+    ev = cfg.eval
+    if spec.build_eval_data is None:  # dense data only: the other protocols have nothing to read
+        others = [p for p in ev.protocols if p != "dense"]
+        if others:
+            log.warning("method %r has no labeled evaluation data (MethodSpec.build_eval_data); skipping %s",
+                        spec.name, ", ".join(others))
+        ev = dataclasses.replace(ev, protocols=("dense",))
+    train_set, test_set = spec.build_eval_data(cfg) if spec.build_eval_data is not None else (None, None)
     has_targets = bool(getattr(model, "target_modules", dict)())
     encoders = {"pretrained (EMA target)" if has_targets else "pretrained": model.eval_encoder()}
     if cfg.eval.random_baseline:
@@ -52,16 +76,17 @@ def evaluate_encoders(spec, cfg, model, device: torch.device | str = "cpu", out_
     if spec.eval_baselines is not None:
         encoders.update(spec.eval_baselines(cfg, device, run_dir))
     tasks = spec.eval_tasks(cfg) if spec.eval_tasks is not None else None
-    out = probe_encoders(encoders, train_set, test_set, cfg.eval, device=device, seed=cfg.train.seed,
+    out = probe_encoders(encoders, train_set, test_set, ev, device=device, seed=cfg.train.seed,
                          out_dir=out_dir, run_dir=run_dir, tasks=tasks or None,
-                         max_bad_fraction=getattr(cfg.train, "max_bad_fraction", DEFAULT_MAX_BAD_FRACTION))
+                         max_bad_fraction=getattr(cfg.train, "max_bad_fraction", DEFAULT_MAX_BAD_FRACTION),
+                         dense_data=dense_data)
     out["title"] = "Evaluation (frozen encoders)"
     return out
 
 
 def check_config(cfg) -> None:
     """Validate the run's ``eval`` section for the probes (called by `jepa pretrain` before
-    training, as ``evaluate_encoders.check_config``): known protocols and attentive form."""
+    training, as ``evaluate_encoders.check_config``): known protocols, attentive form, dense settings."""
     _check_eval(cfg.eval)
 
 
@@ -79,6 +104,11 @@ def _check_eval(ev) -> None:
             f"eval.attentive_form must be one of {', '.join(DEFAULT_DEPTH)} (the V-JEPA or the V-JEPA 2 "
             f"attentive probe), got {ev.attentive_form!r}"
         )
+    for key, ok, what in (("dense_epochs", lambda v: v >= 1, ">= 1"), ("dense_batch_size", lambda v: v >= 1, ">= 1"),
+                          ("dense_knn_k", lambda v: v >= 1, ">= 1"), ("dense_lr", lambda v: v > 0, "> 0")):
+        v = getattr(ev, key, None)
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+            raise ConfigError(f"eval.{key} must be a finite number {what} (the dense protocol's setting), got {v!r}")
 
 
 def probe_encoders(
@@ -92,6 +122,7 @@ def probe_encoders(
     run_dir: str | Path | None = None,
     tasks: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     max_bad_fraction: float | None = DEFAULT_MAX_BAD_FRACTION,
+    dense_data: tuple | None = None,
 ) -> dict:
     """Run ``cfg.protocols`` (a :class:`jepa_core.config.EvalConfig`) on every encoder and, when
     ``cfg.raw_baseline``, on the raw inputs. Features are extracted once per encoder and split.
@@ -110,18 +141,52 @@ def probe_encoders(
     any was skipped, the count is in each row (``skipped_corrupt``, ``skipped_corrupt_train``,
     ``skipped_corrupt_test``), in the returned ``skipped_corrupt`` (``{"train", "test",
     "total"}``) and in a line of the markdown (absent when none was).
+
+    ``dense_data``: ``(train_set, test_set)`` of ``(input, label map)`` pairs for the ``dense``
+    protocol (:mod:`jepa_eval.dense`: linear segmentation probe and patch k-NN on the patch
+    tokens; the raw-pixel row cuts the inputs into the first encoder's token grid). Its results
+    are each row's ``"dense"`` entry (the same in every task's rows), its tables a section of the
+    markdown, its PNG ``dense_masks.png``. ``train_set`` / ``test_set`` may be None when
+    ``dense`` is the only protocol.
     Returns ``{"results": {encoder: {metric: value}}, "markdown": table}`` (without tasks)."""
     _check_eval(cfg)
     protocols = list(cfg.protocols)
+    dense = "dense" in protocols
+    if dense and dense_data is None:
+        log.warning("the dense protocol needs dense_data ((input, label map) pairs); skipping it")
+        dense = False
+    classify = any(p != "dense" for p in protocols)
+    if classify and train_set is None:
+        raise ValueError(f"protocols {[p for p in protocols if p != 'dense']} need train_set and test_set")
     candidates: dict[str, nn.Module | None] = dict(encoders)
     if cfg.raw_baseline:
         candidates["raw pixels"] = None
     relabel: dict[str | None, Callable | None] = dict(tasks) if tasks else {None: None}
     results: dict = {t: {} for t in relabel}
     extras: dict = {t: {} for t in relabel}
-    bad = {"train": CorruptSamples(train_set, cfg.train_samples, max_bad_fraction, "training (evaluation)"),
-           "test": CorruptSamples(test_set, None, max_bad_fraction, "held-out (evaluation)")}
+    dense_extras: dict = {}
+    dense_grid = None
+    if dense:
+        dense_bad = (CorruptSamples(dense_data[0], None, max_bad_fraction, "training (dense evaluation)"),
+                     CorruptSamples(dense_data[1], None, max_bad_fraction, "held-out (dense evaluation)"))
+    if classify:
+        bad = {"train": CorruptSamples(train_set, cfg.train_samples, max_bad_fraction, "training (evaluation)"),
+               "test": CorruptSamples(test_set, None, max_bad_fraction, "held-out (evaluation)")}
+    else:
+        bad = {"train": [], "test": []}
     for name, enc in candidates.items():
+        r_dense = None
+        if dense and (enc is not None or dense_grid is not None):
+            from jepa_eval.dense import dense_probe
+
+            r_dense, dense_extras[name] = dense_probe(enc, *dense_data, cfg, device, seed, dense_bad, dense_grid)
+            dense_grid = dense_grid or tuple(r_dense["token_grid"])
+            log.info("dense probes of %s in %.0f s: linear mIoU %.2f%%, k-NN mIoU %.2f%%", name, r_dense["seconds"],
+                     r_dense["linear"]["miou"], r_dense["knn"]["miou"])
+        if not classify:
+            for task in relabel:
+                results[task][name] = {} if r_dense is None else {"dense": r_dense}
+            continue
         t0 = time.perf_counter()
         layers = cfg.last_layers if enc is not None else 1
         tokens = feats = None
@@ -151,6 +216,8 @@ def probe_encoders(
             sets = clean if fn is None else (_Relabeled(clean[0], fn), _Relabeled(clean[1], fn))
             r, x = _score(enc, tr_x, ytr, te_x, yte, task_tokens, *sets, cfg, device, seed)
             r["seconds"] = round(extract_seconds + time.perf_counter() - t1, 1)
+            if r_dense is not None:
+                r["dense"] = r_dense
             results[task][name], extras[task][name] = r, x
             log.info("evaluated %s%s in %.0f s: %s", name, f" on {task}" if task else "", r["seconds"], _headline(r))
     skipped = {"train": len(bad["train"]), "test": len(bad["test"])}
@@ -163,25 +230,63 @@ def probe_encoders(
                 r["skipped_corrupt_train"], r["skipped_corrupt_test"] = skipped["train"], skipped["test"]
         log.warning("the evaluation skipped %d corrupt samples (%d training, %d held-out)", skipped["total"],
                     skipped["train"], skipped["test"])
+    if dense and (len(dense_bad[0]) or len(dense_bad[1])):
+        for d in {id(r["dense"]): r["dense"] for per in results.values() for r in per.values() if "dense" in r}.values():
+            d["skipped_corrupt_train"], d["skipped_corrupt_test"] = len(dense_bad[0]), len(dense_bad[1])
+    # The dense section: one for all tasks; its PNG link relative to report.md (run_dir) and to results.md.
+    png = None
+    if dense and dense_extras and out_dir is not None and cfg.plots:
+        png = Path(out_dir) / "dense_masks.png"
+    link_report = None if png is None else (os.path.relpath(png, run_dir) if run_dir is not None else png.name)
+
+    def with_dense(md: str, link: str | None) -> str:
+        section = dense_markdown(results[next(iter(relabel))], link) if dense else ""
+        return "\n\n".join(p for p in (md, section) if p)
+
     if tasks is None:
-        md = markdown_table(results[None])
+        md = markdown_table(results[None]) if classify else ""
         if out_dir is not None:
             from jepa_eval.report import write_report
 
-            write_report(results[None], extras[None], md, Path(out_dir), run_dir=run_dir, plots=cfg.plots)
-        return {"results": results[None], "markdown": md, **extra}
-    md = "\n\n".join(f"### {task}\n\n{markdown_table(results[task])}" for task in relabel)
+            write_report(results[None], extras[None], with_dense(md, None if png is None else png.name), Path(out_dir),
+                         run_dir=run_dir, plots=cfg.plots)
+        _plot_dense(dense_extras, png)
+        return {"results": results[None], "markdown": with_dense(md, link_report), **extra}
+    md = "\n\n".join(f"### {task}\n\n{markdown_table(results[task])}" for task in relabel) if classify else ""
     if out_dir is not None:
         import json
 
         from jepa_eval.report import write_report
 
-        for task in relabel:
-            write_report(results[task], extras[task], markdown_table(results[task]), Path(out_dir) / _slug(task),
-                         run_dir=run_dir, plots=cfg.plots)
+        if classify:
+            for task in relabel:
+                write_report(results[task], extras[task], markdown_table(results[task]),
+                             Path(out_dir) / _slug(task), run_dir=run_dir, plots=cfg.plots)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "results.json").write_text(json.dumps(results, indent=2))
-        (Path(out_dir) / "results.md").write_text("# Evaluation\n\n" + md + "\n")
-    return {"results": results, "markdown": md, **extra}
+        (Path(out_dir) / "results.md").write_text(
+            "# Evaluation\n\n" + with_dense(md, None if png is None else png.name) + "\n")
+    _plot_dense(dense_extras, png)
+    return {"results": results, "markdown": with_dense(md, link_report), **extra}
+
+
+def _plot_dense(dense_extras: dict, path: Path | None) -> None:
+    if path is None:
+        return
+    import matplotlib
+
+    from jepa_eval.report import plot_dense_masks
+
+    matplotlib.use("Agg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_dense_masks(dense_extras, path)
+
+
+def dense_markdown(results: dict, image_link: str | None = None) -> str:
+    """The dense section of the markdown (:func:`jepa_eval.dense.dense_markdown`)."""
+    from jepa_eval.dense import dense_markdown as md
+
+    return md(results, image_link)
 
 
 def _drop_bad(extracted: tuple, corrupt: CorruptSamples) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,6 @@
 """Evaluation reports: results.json, results.md and PNGs (accuracy per protocol, confusion
-matrix, a 2-D projection of the features coloured by class, monitors over training)."""
+matrix, a 2-D projection of the features coloured by class, monitors over training, and for the
+dense protocol the predicted vs true masks of a few held-out scenes)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ def write_report(results: dict, extras: dict, markdown: str, out_dir: Path, run_
     import matplotlib
 
     matplotlib.use("Agg")
-    written = [plot_accuracy(results, out_dir / "accuracy.png")]
+    written = [plot_accuracy(results, out_dir / "accuracy.png")] if any(map(_metrics, results.values())) else []
     first = next((n for n, x in extras.items() if n != "raw pixels" and "linear_predictions" in x), None)
     if first is not None:
         x = extras[first]
         written.append(plot_confusion(x["test_labels"], x["linear_predictions"], first, out_dir / "confusion.png"))
-    shown = {n: x for n, x in extras.items() if n != "raw pixels"}
+    shown = {n: x for n, x in extras.items() if n != "raw pixels" and "test_features" in x}
     if shown:
         written.append(plot_projection(shown, out_dir / "projection.png"))
     if run_dir is not None:
@@ -154,5 +155,65 @@ def plot_training(run_dir: Path, path: Path) -> Path | None:
     fig.suptitle("Monitors over training")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _frame(x: torch.Tensor):
+    """An input ``[C, H, W]`` (or ``[C, T, H, W]``: the middle frame) as an image in [0, 1]."""
+    x = x.detach().float().cpu()
+    if x.ndim == 4:
+        x = x[:, x.shape[1] // 2]
+    x = x[:3] if x.shape[0] >= 3 else x[:1]
+    x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
+    return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+
+
+def plot_dense_masks(dense_extras: dict, path: Path) -> Path:
+    """Held-out scenes (rows): the input, the true class map, then each encoder's linear-probe
+    and k-NN prediction (``dense_extras``: ``{encoder: jepa_eval.dense.dense_probe extras}``).
+    Unlabeled pixels are white."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    first = next(iter(dense_extras.values()))
+    names = first["classes"]
+    n_cls = len(names)
+    palette = plt.get_cmap("tab10" if n_cls <= 11 else "tab20")
+    base = [(0.0, 0.0, 0.0)] + [palette(i % palette.N)[:3] for i in range(n_cls - 1)]  # background black
+    cmap = ListedColormap(base[:n_cls]).with_extremes(bad=(1.0, 1.0, 1.0))
+    images = first["images"]
+    cols = [("input", None), ("true", first["true"])]
+    for enc, x in dense_extras.items():
+        cols += [(f"{enc}\nlinear", x["linear"]), (f"{enc}\nk-NN", x["knn"])]
+    rows = len(first["true"])
+    height = 1.75 * rows + 0.9
+    fig, axes = plt.subplots(rows, len(cols), figsize=(1.7 * len(cols), height), squeeze=False)
+
+    def show_map(ax, m):
+        m = m.numpy()
+        if m.ndim == 3:  # a clip's map: its middle frame
+            m = m[m.shape[0] // 2]
+        ax.imshow(np.ma.masked_where((m < 0) | (m >= n_cls), m), cmap=cmap, vmin=-0.5, vmax=n_cls - 0.5,
+                  interpolation="nearest")
+
+    for i in range(rows):
+        for j, (title, maps) in enumerate(cols):
+            ax = axes[i, j]
+            if maps is None:
+                ax.imshow(_frame(images[i]), cmap="gray", interpolation="nearest")
+            else:
+                show_map(ax, maps[i])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=7)
+    handles = [Patch(color=cmap(c), label=names[c]) for c in range(n_cls)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, n_cls), fontsize=7, frameon=False)
+    fig.suptitle("Dense probes on held-out scenes: predicted vs true class maps", fontsize=9)
+    fig.tight_layout(rect=(0, 0.45 / height, 1, 1 - 0.3 / height))
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -90,9 +90,17 @@ class BatchRandomResizedCrop:
         left = torch.where(found, torch.floor(u[:, 1] * (W - w + 1)), torch.full_like(w, (W - fw) // 2))
         return torch.stack([top, left, h, w], 1)
 
-    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, g: torch.Generator, slots: torch.Tensor | None = None,
+                 total: int | None = None) -> torch.Tensor:
+        """Crop ``images``; with ``slots``, the boxes are drawn for a batch of ``total`` samples
+        and ``images[i]`` takes box ``slots[i]`` (the global batch of
+        :class:`jepa_core.masks.collator.MaskCollator`, whatever the number of processes)."""
         B, _, H, W = images.shape
-        top, left, h, w = self.boxes(B, H, W, g).float().unbind(1)
+        if slots is None:
+            boxes = self.boxes(B, H, W, g)
+        else:
+            boxes = self.boxes(B if total is None else total, H, W, g)[slots]
+        top, left, h, w = boxes.float().unbind(1)
         # Source pixel of each output pixel, as F.interpolate(align_corners=False) computes it
         # on the cropped image (clamped to the crop), placed in the full image.
         t = torch.arange(self.size, dtype=torch.float32) + 0.5
@@ -175,10 +183,32 @@ class ImageFolder(Dataset):
         path, label = self.samples[i]
         try:
             with Image.open(path) as im:
-                img = im.convert("RGB")
+                img = to_rgb8(im)
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... on bad files
             raise CorruptSampleError(f"{path}: {type(e).__name__}: {e}") from e
         return (self.transform(img) if self.transform else img), label
+
+
+def to_rgb8(im):
+    """An 8-bit RGB PIL image from any mode, scaling high bit depths instead of clipping them.
+
+    PIL's ``convert("RGB")`` clips 16-bit grayscale (modes ``I;16*``, and ``I`` as 16-bit PNGs
+    and TIFFs open) at 255, which saturates almost every pixel. Here 16-bit and 32-bit integer
+    images are read as the 16-bit range (``v / 257``: 0 -> 0, 65535 -> 255) and float images
+    (mode ``F``) as [0, 1] when they lie in it, else as [0, 255]; out-of-range values clip.
+    8-bit modes (``L``, ``P``, ``RGBA``, ``CMYK``, ...) go through ``convert("RGB")`` unchanged.
+    """
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            scale = 255.0 if a.size and np.nanmax(a) <= 1.0 else 1.0
+        else:
+            scale = 1 / 257.0
+        gray = np.clip(np.rint(np.nan_to_num(a * scale)), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    return im.convert("RGB")
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
-from jepa_core.config import BaseConfig
+from jepa_core.config import BaseConfig, ConfigError, ranges
 from jepa_core.losses import get_loss
 from jepa_core.masks import MultiBlockMaskCollator, MultiBlockMaskConfig, apply_masks
 from jepa_core.method import JEPAMethod
@@ -35,6 +35,7 @@ from jepa_image import data as D
 # config
 
 
+@ranges(image_size=">=1", crop_scale="(0,1] ordered", mean="any", std=">0", batch_size=">=1", num_workers=">=0")
 @dataclass
 class ImageDataConfig:
     dataset: Literal["imagefolder", "fashion_mnist", "fashion_mnist_demo"] = "imagefolder"
@@ -48,6 +49,10 @@ class ImageDataConfig:
     pin_memory: bool = True
 
 
+@ranges(
+    patch_size=">=1", in_chans=">=1", embed_dim=">=1", depth=">=1", num_heads=">=1", mlp_ratio=">0",
+    pred_depth=">=1", pred_emb_dim=">=1", pred_num_heads=">=1", pred_mlp_ratio=">0", drop_path_rate="[0,1)",
+)
 @dataclass
 class IJEPAModelConfig:
     encoder: str = "vit_huge"  # vit_tiny .. vit_giant, or "custom" with the fields below
@@ -69,13 +74,44 @@ class IJEPAModelConfig:
     (``jepa_core.nn.enable_activation_checkpointing``): less memory, about one more forward of
     compute. Not in the official I-JEPA code (its default, off, is kept); same gradients."""
 
+    def check(self, prefix: str) -> None:
+        """The widths split evenly into heads, and into the 2-D sin-cos table's four parts."""
+        dim, _, heads, _ = resolve_vit_size(self.encoder, self.embed_dim, self.depth, self.num_heads, self.mlp_ratio,
+                                            VIT_SIZES, what=f"{prefix}.encoder")
+        pred_heads = self.pred_num_heads or heads
+        for width, n, wkey, hkey in ((dim, heads, "embed_dim", "num_heads"),
+                                     (self.pred_emb_dim, pred_heads, "pred_emb_dim", "pred_num_heads")):
+            if width % n:
+                raise ConfigError(f"{prefix}.{hkey}={n} does not divide {prefix}.{wkey}={width} (each head gets "
+                                  f"{wkey} / {hkey} channels); pick a divisor, e.g. {prefix}.{hkey}="
+                                  f"{max(d for d in range(1, min(n, width) + 1) if width % d == 0)}")
+            if width % 4:
+                raise ConfigError(f"{prefix}.{wkey}={width} must be a multiple of 4 (the 2-D sin-cos position table "
+                                  f"splits it into four parts); e.g. {prefix}.{wkey}={max(4, width - width % 4)}")
+
+
+# The core mask section's ranges, declared here since I-JEPA is the method that uses it.
+ranges(enc_mask_scale="(0,1] ordered", pred_mask_scale="(0,1] ordered", aspect_ratio=">0 ordered",
+       num_enc_masks=">=1", num_pred_masks=">=1", min_keep=">=0", min_keep_context=">=0")(MultiBlockMaskConfig)
+
 
 @dataclass
 class IJEPAConfig(BaseConfig):
+    # data.image_size sets the token grid (the position table's size); the rest of data does not.
+    ARCHITECTURE_KEYS: ClassVar[tuple[str, ...]] = ("model.*", "data.image_size")
+    RESUME_SAFE_KEYS: ClassVar[tuple[str, ...]] = ("model.activation_checkpointing", "model.drop_path_rate")
+
     method: str = "ijepa"
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
     model: IJEPAModelConfig = field(default_factory=IJEPAModelConfig)
     mask: MultiBlockMaskConfig = field(default_factory=MultiBlockMaskConfig)
+
+    def check(self, prefix: str) -> None:
+        """The image is a whole number of patches."""
+        size, patch = self.data.image_size, self.model.patch_size
+        if size % patch:
+            raise ConfigError(f"data.image_size={size} is not a multiple of model.patch_size={patch}; e.g. "
+                              f"data.image_size={max(patch, size - size % patch)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,13 +204,15 @@ def _in_memory(cfg: IJEPAConfig) -> bool:
     return cfg.data.dataset in ("fashion_mnist", "fashion_mnist_demo")
 
 
-def train_collate(cfg: IJEPAConfig, rank: int = 0) -> MultiBlockMaskCollator:
+def train_collate(cfg: IJEPAConfig, rank: int = 0, world_size: int = 1) -> MultiBlockMaskCollator:
     """The multi-block mask collator; for in-memory datasets it also applies the pretraining
-    crop to the whole batch (:class:`jepa_image.data.BatchRandomResizedCrop`)."""
+    crop to the whole batch (:class:`jepa_image.data.BatchRandomResizedCrop`). Masks and crops
+    are drawn for the global batch unless ``train.draw_scope=process``."""
     d = cfg.data
     batch_tf = D.BatchRandomResizedCrop(d.image_size, d.crop_scale, mean=d.mean, std=d.std) if _in_memory(cfg) else None
     return MultiBlockMaskCollator(
-        cfg.mask, d.image_size, cfg.model.patch_size, seed=cfg.train.seed, rank=rank, batch_transform=batch_tf
+        cfg.mask, d.image_size, cfg.model.patch_size, seed=cfg.train.seed, rank=rank, batch_transform=batch_tf,
+        world_size=world_size, scope=cfg.train.draw_scope,
     )
 
 
@@ -182,7 +220,7 @@ def build_train_data(cfg: IJEPAConfig, rank: int = 0, world_size: int = 1):
     d = cfg.data
     # In-memory images stay uint8 per sample; the collator crops the whole batch at once.
     tf = None if _in_memory(cfg) else D.pretrain_transform(d.image_size, d.crop_scale, d.mean, d.std)
-    return _raw_dataset(cfg, "train", tf), train_collate(cfg, rank)
+    return _raw_dataset(cfg, "train", tf), train_collate(cfg, rank, world_size)
 
 
 def build_eval_data(cfg: IJEPAConfig):
@@ -195,6 +233,18 @@ def build_eval_data(cfg: IJEPAConfig):
         if d.image_size != 28:
             tf = D.eval_transform(d.image_size, d.mean, d.std, resize_ratio=1.0)
     return _raw_dataset(cfg, "train", tf), _raw_dataset(cfg, "test", tf)
+
+
+def build_dense_eval_data(cfg: IJEPAConfig):
+    """Scenes of Fashion-MNIST items with per-pixel class maps for the ``dense`` protocol
+    (:func:`jepa_image.dense_demo.build_dense_scenes`: rendered at ``data.image_size``, items from
+    the run's Fashion-MNIST source, normalised like the eval data); None for an image folder."""
+    d = cfg.data
+    if d.dataset not in ("fashion_mnist", "fashion_mnist_demo"):
+        return None
+    from jepa_image.dense_demo import build_dense_scenes
+
+    return build_dense_scenes(d.dataset, d.root, d.image_size, d.mean, d.std)
 
 
 def on_run_start(cfg: IJEPAConfig, run_dir: Path, dataset) -> None:
@@ -213,4 +263,5 @@ SPEC = MethodSpec(
     default_preset="demo",
     description="I-JEPA: image, multi-block masks, smooth-L1 on EMA targets (Assran et al. 2023)",
     on_run_start=on_run_start,
+    build_dense_eval_data=build_dense_eval_data,
 )

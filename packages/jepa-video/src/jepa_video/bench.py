@@ -2,7 +2,10 @@
 ``video = "jepa_video.bench:CASES"``).
 
 ``masks``: the 3-D multi-block collator; ``steps``: the training steps; ``data``: clip decoding
-per installed backend; ``ckpt`` (not default): activation checkpointing against the plain step.
+per installed backend, on the demo mp4 and on an MPEG-4 Part 2 AVI with B-frames (where decord
+must read sequentially to be exact); ``accuracy`` (not default): every backend on every
+generated failure case of :mod:`jepa_video.testvideos`, against a sequential decode;
+``ckpt`` (not default): activation checkpointing against the plain step.
 With official adapters in ``ctx.official["jepa"]`` / ``["vjepa2"]`` (benchmarks/official.py,
 repository only) the masks and steps cases time the official code beside ours.
 """
@@ -132,15 +135,66 @@ def case_data(ctx: bm.Context) -> list[bm.Row]:
     with tempfile.TemporaryDirectory() as tmp:
         index = make_demo_videos(Path(tmp) / "clips", 16, frames=48, size=64, seed=0)
         index = index if index.is_file() else Path(tmp) / "clips" / "index.csv"
-        for backend in available_backends():
-            ds = VideoIndex(index, sampler=ClipSampler(frames_per_clip=16, frame_step=2), backend=backend,
-                            transform=VideoTrainTransform(64))
-            idx = iter(range(10**9))
-            t = bm.interleaved([lambda ds=ds, idx=idx: ds[next(idx) % len(ds)]], 2, ctx.repeats * 2)[0][0]
-            rows.append(bm.Row(f"video clip: 16 of 48 frames (step 2), 64 px mp4, crop + flip, {backend}", t,
-                               note=f"{1 / t:.0f} clips/s"))
+        avi = make_demo_videos(Path(tmp) / "avi", 16, frames=96, size=64, speeds=(0.5,), seed=0)
+        avi_index = Path(tmp) / "avi" / "index_avi.csv"
+        _mpeg4_avi_copies(avi, avi_index)
+        sets = [("16 of 48 frames (step 2), 64 px mp4", index, 2),
+                ("16 of 96 frames (step 4), 64 px MPEG-4 AVI with B-frames", avi_index, 4)]
+        for label, idx_file, step in sets:
+            for backend in available_backends():
+                ds = VideoIndex(idx_file, sampler=ClipSampler(frames_per_clip=16, frame_step=step), backend=backend,
+                                transform=VideoTrainTransform(64))
+                idx = iter(range(10**9))
+                t = bm.interleaved([lambda ds=ds, idx=idx: ds[next(idx) % len(ds)]], 2, ctx.repeats * 2)[0][0]
+                rows.append(bm.Row(f"video clip: {label}, crop + flip, {backend}", t, note=f"{1 / t:.0f} clips/s"))
+    return rows
+
+
+def _mpeg4_avi_copies(index, out_index) -> None:
+    """Rewrite the demo clips of ``index`` as MPEG-4 Part 2 in AVI with 2 B-frames (the
+    combination decord seeks wrongly in), listed in ``out_index``."""
+    import av
+    import numpy as np
+
+    from jepa_video.datasets import read_index, write_index
+
+    rows = []
+    for path, label in read_index(index):
+        with av.open(path) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        dst = path.rsplit(".", 1)[0] + ".avi"
+        with av.open(dst, "w", format="avi") as out:
+            s = out.add_stream("mpeg4", rate=24)
+            s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+            s.gop_size = 250
+            s.codec_context.thread_count = 1
+            s.codec_context.options = {"bf": "2", "qscale": "3"}
+            for f in frames:
+                for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                    out.mux(p)
+            for p in s.encode():
+                out.mux(p)
+        rows.append((dst, label))
+    write_index(out_index, rows)
+
+
+def case_accuracy(ctx: bm.Context) -> list[bm.Row]:
+    """Each installed backend on each generated failure case: the time to open the file and
+    read every frame, and whether the frames equal a sequential decode."""
+    import tempfile
+
+    from jepa_video.decoders import available_backends
+    from jepa_video.testvideos import accuracy_table, make_cases
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        table = accuracy_table(make_cases(tmp), available_backends())
+    for backend, results in table.items():
+        exact = [c for c, r in results.items() if r.startswith("exact")]
+        rows.append(bm.Row(f"frame accuracy, {backend}: exact on {len(exact)} of {len(results)} generated cases", 0.0,
+                           note="; ".join(f"{c}: {r}" for c, r in results.items() if not r.startswith("exact"))))
     return rows
 
 
 CASES = [bm.BenchCase("masks", case_masks), bm.BenchCase("steps", case_steps), bm.BenchCase("data", case_data),
-         bm.BenchCase("ckpt", case_ckpt, default=False)]
+         bm.BenchCase("accuracy", case_accuracy, default=False), bm.BenchCase("ckpt", case_ckpt, default=False)]

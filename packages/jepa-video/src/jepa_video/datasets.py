@@ -8,15 +8,26 @@ official code), ``label`` an int (-1 when there is none).
   and sampled with a :class:`jepa_video.sampling.ClipSampler` (default: 16 frames, step 4).
 * Images (``.jpg``, ``.jpeg``, ``.png``) in the list are decoded once and repeated to
   ``frames_per_clip`` frames (as V-JEPA 2 mixes ImageNet into its video data).
-* Videos smaller than 1 KB are treated as broken (the official rule): :class:`VideoFolder`
-  leaves them out when it scans, and any sample that is too small, missing or fails to decode
-  raises :class:`jepa_core.data.CorruptSampleError` naming the path; the trainer's loader
+* Videos smaller than 1 KB are treated as broken (the official rule): any sample that is too
+  small (an empty file in a folder included), missing or fails to decode raises
+  :class:`jepa_core.data.CorruptSampleError` naming the path; the trainer's loader
   (``StampedDataset`` + ``collate_stamped``) skips and counts it. The official code instead
-  retries a random other index.
+  retries a random other index. These are the checks ``jepa video check`` runs
+  (:mod:`jepa_video.check`).
+* Frame counts: a clip is drawn inside the frames that decode. An index written by
+  ``jepa video check`` carries each file's decodable count; otherwise the decoder's count is
+  used (whole packets, not the header's claim), and when a request still runs past the last
+  decodable frame (a damaged final frame) the file is counted once, the clip drawn again
+  inside, and the count kept for the file.
+* Videos shorter than a clip are padded by repeating their last frame (the official rule),
+  logged once per file with the number of repeated frames; ``ClipSampler(short_videos="skip")``
+  skips them instead (counted like corrupt samples).
 """
 
 from __future__ import annotations
 
+import collections
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,8 +38,8 @@ from jepa_core.config import ConfigError
 from jepa_core.data import CorruptSampleError
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from .decoders import open_video, resolve_backend
-from .sampling import ClipSampler
+from .decoders import FramesUnavailableError, open_video, resolve_backend
+from .sampling import ClipSampler, ShortVideoError
 from .transforms import VideoTrainTransform
 
 __all__ = [
@@ -41,13 +52,30 @@ __all__ = [
     "IndexFormatError",
     "convert_pickled_index",
     "read_array_index",
+    "read_frame_counts",
     "read_index",
+    "size_problem",
+    "write_array_index",
     "write_index",
 ]
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MIN_VIDEO_BYTES = 1024
+
+
+def size_problem(path: str | os.PathLike, min_bytes: int = MIN_VIDEO_BYTES) -> str | None:
+    """Why ``path`` cannot be a video by its size alone (missing, or under ``min_bytes``: the
+    official 1 KB rule), or None. The loader and ``jepa video check`` share this rule."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as err:
+        return str(err)
+    if size < min_bytes:
+        return f"{size} bytes, under the {min_bytes}-byte minimum for a video"
+    return None
 
 
 def is_image(path: str | os.PathLike) -> bool:
@@ -76,7 +104,11 @@ class ClipDataset(Dataset):
     ``VideoTrainTransform(224)``). ``backend``: decoder name or ``"auto"``, checked now.
     ``threads``: decoder threads (1 suits DataLoader workers). ``generator``: source of the
     clip position and augmentation randomness (default: the global torch generator, which
-    ``StampedDataset`` seeds per sample).
+    ``StampedDataset`` seeds per sample). ``frame_counts``: each sample's decodable frame count
+    when known (None entries: unknown), e.g. from an index written by ``jepa video check``.
+
+    ``padded`` counts, per file, the frames repeated to pad a video shorter than a clip, and
+    ``recounted`` the files whose frames ran out before their listed count (both per process).
     """
 
     def __init__(
@@ -88,8 +120,14 @@ class ClipDataset(Dataset):
         threads: int = 1,
         min_bytes: int = MIN_VIDEO_BYTES,
         generator: torch.Generator | None = None,
+        frame_counts: Sequence[int | None] | None = None,
     ):
         self.samples = [(str(p), int(y)) for p, y in samples]
+        if frame_counts is not None and len(frame_counts) != len(self.samples):
+            raise ValueError(f"{len(frame_counts)} frame counts for {len(self.samples)} samples")
+        self.frame_counts = list(frame_counts) if frame_counts is not None else [None] * len(self.samples)
+        self.padded: collections.Counter[str] = collections.Counter()
+        self.recounted: set[str] = set()
         self.sampler = sampler if sampler is not None else ClipSampler(frames_per_clip=16, frame_step=4)
         self.transform = transform if transform is not None else VideoTrainTransform(224)
         self.backend = resolve_backend(backend)
@@ -109,19 +147,43 @@ class ClipDataset(Dataset):
         if is_image(path):
             img = _load_image(path)
             return [np.repeat(img[None], fpc, axis=0) for _ in range(self.sampler.num_clips)]
-        try:
-            size = os.path.getsize(path)
-        except OSError as err:
-            raise CorruptSampleError(f"{path}: {err}") from err
-        if size < self.min_bytes:
-            raise CorruptSampleError(f"{path}: {size} bytes, under the {self.min_bytes}-byte minimum for a video")
-        with open_video(path, self.backend, threads=self.threads) as video:
-            try:
-                clips = self.sampler(video.num_frames, video.fps, self.generator)
-            except ValueError as err:  # e.g. fps sampling on a stream without a frame rate
-                raise CorruptSampleError(f"{path}: {err}") from err
-            frames = video.get_frames(np.concatenate(clips))
+        problem = size_problem(path, self.min_bytes)
+        if problem:
+            raise CorruptSampleError(f"{path}: {problem}")
+        known = self.frame_counts[index]
+        with open_video(path, self.backend, threads=self.threads, num_frames=known) as video:
+            for attempt in range(2):
+                try:
+                    clips = self.sampler(video.num_frames, video.fps, self.generator)
+                except ShortVideoError as err:
+                    raise CorruptSampleError(f"{path}: {err}") from err
+                except ValueError as err:  # e.g. fps sampling on a stream without a frame rate
+                    raise CorruptSampleError(f"{path}: {err}") from err
+                try:
+                    frames = video.get_frames(np.concatenate(clips))
+                except FramesUnavailableError as err:
+                    # the decoder now knows the decodable count: draw again inside it, once
+                    if attempt or err.decodable < 1:
+                        raise
+                    if path not in self.recounted:
+                        self.recounted.add(path)
+                        log.warning("%s: only the first %d frames decode (%s); clips are drawn from those",
+                                    path, err.decodable, "the count is kept for the file")
+                    continue
+                break
+            self._note_padding(path, video.num_frames, video.fps)
         return list(np.split(frames, len(clips)))
+
+    def _note_padding(self, path: str, num_frames: int, fps: float) -> None:
+        """Log, once per file, that a video too short for a clip was padded (official rule)."""
+        if path in self.padded or not hasattr(self.sampler, "padding"):
+            return
+        n = self.sampler.padding(num_frames, fps)
+        if n:
+            self.padded[path] = n
+            log.info("%s: %d frames, too short for a clip of %d frames every %d: %d repeated copies of the "
+                     "last frame pad it (the official rule; ClipSampler(short_videos='skip') skips such videos)",
+                     path, num_frames, self.sampler.frames_per_clip, self.sampler.step_for(fps), n)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         clips = [self.transform(c, self.generator) for c in self.load_clips(index)]
@@ -132,8 +194,10 @@ class ClipDataset(Dataset):
 class VideoFolder(ClipDataset):
     """Videos (and images) under ``root``. When ``root`` has sub-folders holding videos, each
     such sub-folder is a class (sorted names, label = position; files directly in ``root``
-    get -1); otherwise every file has label -1. Files under ``min_bytes`` are left out.
-    ``extensions`` defaults to the video extensions (add ``IMAGE_EXTENSIONS`` to take images)."""
+    get -1); otherwise every file has label -1. Files under ``min_bytes`` (an empty file) are
+    kept and raise :class:`CorruptSampleError` when loaded, so the trainer counts them as
+    skipped like any other broken file; :attr:`too_small` lists them. ``extensions`` defaults
+    to the video extensions (add ``IMAGE_EXTENSIONS`` to take images)."""
 
     def __init__(self, root: str | os.PathLike, *args, extensions: Sequence[str] = VIDEO_EXTENSIONS, **kwargs):
         self.root = Path(root)
@@ -143,9 +207,7 @@ class VideoFolder(ClipDataset):
         min_bytes = kwargs.get("min_bytes", MIN_VIDEO_BYTES)
 
         def keep(p: Path) -> bool:
-            if not p.is_file() or not p.name.lower().endswith(exts) or p.name.startswith("."):
-                return False
-            return is_image(p) or p.stat().st_size >= min_bytes
+            return p.is_file() and p.name.lower().endswith(exts) and not p.name.startswith(".")
 
         class_files = {}
         for d in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -158,6 +220,10 @@ class VideoFolder(ClipDataset):
             samples += [(str(p), y) for p in class_files[c]]
         if not samples:
             raise FileNotFoundError(f"no videos with extensions {exts} under {self.root}")
+        self.too_small = [p for p, _ in samples if not is_image(p) and size_problem(p, min_bytes)]
+        if self.too_small:
+            log.warning("%s: %d of %d files are under %d bytes (e.g. %s): each is skipped and counted as corrupt "
+                        "when drawn", self.root, len(self.too_small), len(samples), min_bytes, self.too_small[0])
         super().__init__(samples, *args, **kwargs)
 
 
@@ -307,6 +373,37 @@ def read_array_index(path: str | os.PathLike, allow_pickle: bool | None = None) 
     return [(p, 0) for p in _paths_of(arr, path, "the array")]
 
 
+def read_frame_counts(path: str | os.PathLike) -> list[int | None] | None:
+    """The per-file decodable frame counts an ``.npz`` index carries (array ``num_frames``, as
+    ``jepa video check`` writes; a negative entry is unknown), or None when it has none."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if "num_frames" not in z.files:
+            return None
+        counts = z["num_frames"]
+    if counts.ndim != 1 or counts.dtype.kind not in "iu":
+        raise IndexFormatError(f"{path}: `num_frames` must be integers, got shape {counts.shape} dtype {counts.dtype}")
+    return [int(n) if n >= 0 else None for n in counts.tolist()]
+
+
+def write_array_index(path: str | os.PathLike, rows: Sequence[tuple[str, int]],
+                      num_frames: Sequence[int | None] | None = None) -> Path:
+    """Write ``(path, label)`` rows as a safe ``.npz`` index (string and integer arrays, never
+    pickled), with each file's decodable frame count when given (None: unknown, stored as -1)."""
+    path = Path(path)
+    arrays = {"paths": np.array([str(p) for p, _ in rows], dtype=str),
+              "labels": np.array([int(y) for _, y in rows], dtype=np.int64)}
+    if num_frames is not None:
+        if len(num_frames) != len(rows):
+            raise ValueError(f"{len(num_frames)} frame counts for {len(rows)} rows")
+        arrays["num_frames"] = np.array([-1 if n is None else int(n) for n in num_frames], dtype=np.int64)
+    with open(path, "wb") as f:  # np.savez would append .npz to another suffix
+        np.savez(f, **arrays)
+    return path
+
+
 def convert_pickled_index(src: str | os.PathLike, dst: str | os.PathLike | None = None) -> Path:
     """Rewrite an old pickled object-array ``.npy`` index (the official V-JEPA format) as a safe
     string array (readable without ``allow_pickle``, by this package and by NumPy). Reads the
@@ -387,12 +484,13 @@ class VideoIndex(ClipDataset):
             raise ValueError("no index files given")
         if weights is not None and len(weights) != len(paths):
             raise ValueError(f"{len(weights)} weights for {len(paths)} index files")
-        samples, ids, sizes = [], [], []
+        samples, ids, sizes, counts = [], [], [], []
         for d, p in enumerate(paths):
             rows = read_index(p, root, allow_pickle)
             if not rows:
                 raise ValueError(f"index file {p} lists no samples")
             samples += rows
+            counts += read_frame_counts(p) or [None] * len(rows)
             ids += [d] * len(rows)
             sizes.append(len(rows))
         self.index_files = [str(p) for p in paths]
@@ -403,6 +501,7 @@ class VideoIndex(ClipDataset):
             self.sample_weights = [1.0] * len(samples)
         else:
             self.sample_weights = [float(weights[d]) / sizes[d] for d in ids]
+        kwargs.setdefault("frame_counts", counts)
         super().__init__(samples, *args, **kwargs)
 
     def weighted_sampler(self, num_samples: int | None = None,

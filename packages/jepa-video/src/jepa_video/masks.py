@@ -22,7 +22,10 @@ per batch and per mask configuration:
 Differences from the official code (the distribution of one configuration is the same):
 
 - Block positions come from a seeded generator (the official code uses the process-global
-  RNG), so a batch's masks are a pure function of (seed, rank, step).
+  RNG), so a batch's masks are a pure function of (seed, step) and the sample's slot in the
+  global batch. By default the batch of steps 1 and 4 is the global batch (every process's
+  samples), so the masks do not depend on the number of processes; the collator's
+  ``scope="process"`` gives the official per-process batch.
 - The Python loop over samples and blocks is replaced by batched tensor operations; the random
   stream differs.
 - Official quirk kept by default (``share_size_draws=True``): every configuration's generator
@@ -44,7 +47,7 @@ from jepa_core.masks.collator import MaskCollator, StepSeeds
 __all__ = ["POS_TAG", "SIZE_TAG", "VJEPA_MASK_CONFIGS", "MultiBlock3DMaskCollator", "MultiBlock3DMaskConfig",
            "MultiBlock3DMaskGenerator", "MultiBlock3DMaskSampler", "draw_positions", "first_k"]
 
-# Generator tags, with (seed, rank, step): sizes ``(SIZE_TAG, 0 or config + 1)``, positions ``(POS_TAG, config)``.
+# Generator tags, with the batch's seeds (jepa_core.masks.collator.StepSeeds): sizes ``(SIZE_TAG, 0 or config + 1)``, positions ``(POS_TAG, config)``.
 SIZE_TAG = 0x73697A65  # "size"
 POS_TAG = 0x706F73  # "pos"
 
@@ -223,7 +226,9 @@ class MultiBlock3DMaskCollator(MaskCollator):
     config], "num_bad"}`` (plus any fields of the batch transform) or ``{"skip": True,
     "num_bad": n}`` when every sample was corrupt. ``batch_transform``: optional
     ``f(videos, generator) -> videos`` applied to the collated batch, seeded like the masks.
-    Official constructor arguments: ``(cfgs_mask, crop_size, num_frames, patch_size,
+    ``world_size`` and ``scope``: see :class:`jepa_core.masks.collator.MaskCollator` (the
+    default ``"global"`` draws the masks of the global batch, one size and one truncation for
+    all processes; ``"process"`` is the official per-process batch). Official constructor arguments: ``(cfgs_mask, crop_size, num_frames, patch_size,
     tubelet_size)`` (jepa:src/masks/multiblock3d.py).
     """
 
@@ -239,11 +244,14 @@ class MultiBlock3DMaskCollator(MaskCollator):
         share_size_draws: bool = True,
         input_key: str = "videos",
         batch_transform=None,
+        world_size: int = 1,
+        scope: str = "global",
     ):
         h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
         sampler = MultiBlock3DMaskSampler(cfgs, num_frames // tubelet_size, h // patch_size, w // patch_size,
                                           share_size_draws)
-        super().__init__(sampler, seed=seed, rank=rank, input_key=input_key, batch_transform=batch_transform)
+        super().__init__(sampler, seed=seed, rank=rank, input_key=input_key, batch_transform=batch_transform,
+                         world_size=world_size, scope=scope)
 
     @property
     def generators(self) -> list[MultiBlock3DMaskGenerator]:

@@ -34,7 +34,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ClipSampler", "frame_step_for", "sample_clip_indices"]
+__all__ = ["ClipSampler", "ShortVideoError", "frame_step_for", "sample_clip_indices"]
+
+SHORT_VIDEO_POLICIES = ("pad", "skip")
+
+
+class ShortVideoError(ValueError):
+    """A video too short for a clip, with ``ClipSampler(short_videos="skip")``."""
 
 
 def frame_step_for(
@@ -135,8 +141,15 @@ class ClipSampler:
     num_clips: int = 1
     random_clip_sampling: bool = True
     allow_clip_overlap: bool = False
+    #: a video with fewer frames than a clip spans: "pad" repeats its last frame (the official
+    #: rule; the datasets log it once per file), "skip" raises ShortVideoError (the datasets
+    #: turn it into a skipped, counted sample)
+    short_videos: str = "pad"
 
     def __post_init__(self) -> None:
+        if self.short_videos not in SHORT_VIDEO_POLICIES:
+            raise ValueError(f"ClipSampler: short_videos must be one of {SHORT_VIDEO_POLICIES}, "
+                             f"got {self.short_videos!r}")
         if sum(x is not None for x in (self.frame_step, self.fps, self.duration)) != 1:
             raise ValueError("ClipSampler: set exactly one of frame_step, fps, duration "
                              f"(got frame_step={self.frame_step}, fps={self.fps}, duration={self.duration})")
@@ -146,8 +159,21 @@ class ClipSampler:
     def step_for(self, video_fps: float | None) -> int:
         return frame_step_for(video_fps, self.frames_per_clip, self.frame_step, self.fps, self.duration)
 
+    def padding(self, num_frames: int, video_fps: float | None = None) -> int:
+        """How many frames of a clip are repeats added because the video is too short (0 for
+        a long enough video): ``frames_per_clip`` minus the distinct frames of the worst clip."""
+        clips = sample_clip_indices(num_frames, self.frames_per_clip, self.step_for(video_fps), self.num_clips,
+                                    False, self.allow_clip_overlap)
+        return max(self.frames_per_clip - len(np.unique(c)) for c in clips)
+
     def __call__(self, num_frames: int, video_fps: float | None = None,
                  generator: torch.Generator | None = None) -> list[np.ndarray]:
+        if self.short_videos == "skip" and num_frames >= 1:
+            n = self.padding(num_frames, video_fps)
+            if n:
+                raise ShortVideoError(f"{num_frames} frames, too short for a clip of {self.frames_per_clip} "
+                                      f"frames every {self.step_for(video_fps)} ({n} would be repeats; "
+                                      f"short_videos='skip')")
         return sample_clip_indices(
             num_frames, self.frames_per_clip, self.step_for(video_fps), self.num_clips,
             self.random_clip_sampling, self.allow_clip_overlap, generator,

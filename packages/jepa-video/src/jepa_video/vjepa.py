@@ -31,10 +31,10 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
-from jepa_core.config import BaseConfig, ConfigError
+from jepa_core.config import BaseConfig, ConfigError, ranges
 from jepa_core.masks import apply_masks
 from jepa_core.method import JEPAMethod
 from jepa_core.nn import (
@@ -84,6 +84,12 @@ __all__ = [
 # config
 
 
+@ranges(
+    weights=">=0", frames_per_clip=">=1", frame_step=">=1", fps=">0", duration=">0", num_clips=">=1",
+    crop_size=">=1", crop_scale="(0,1] ordered", aspect_ratio=">0 ordered", hflip="[0,1]", eval_short_side=">=1",
+    batch_size=">=1", num_workers=">=0", demo_clips=">=1", demo_eval_clips=">=1", demo_frames=">=1",
+    demo_size=">=1", demo_speeds=">0", demo_seed=">=0",
+)
 @dataclass
 class VideoDataConfig:
     """Video data; defaults are V-JEPA's (jepa:configs/pretrain/vitl16.yaml, app/vjepa/transforms.py).
@@ -116,6 +122,9 @@ class VideoDataConfig:
     num_workers: int = 12
     pin_memory: bool = True
     decoder: str = "auto"  # auto | pyav | decord | torchcodec
+    # A video with fewer frames than a clip needs: "pad" repeats its last frame (the official
+    # rule, logged once per file), "skip" leaves it out, counted like a corrupt sample.
+    short_videos: Literal["pad", "skip"] = "pad"
     # Probe labels: the demo's index holds class * 8 + direction; "both" probes each (two tasks);
     # other datasets need "raw".
     label: Literal["both", "direction", "class", "raw"] = "raw"
@@ -138,6 +147,11 @@ class VJEPA2DataConfig(VideoDataConfig):
     num_workers: int = 8
 
 
+@ranges(
+    embed_dim=">=1", depth=">=1", num_heads=">=1", mlp_ratio=">0", in_chans=">=1", patch_size=">=1",
+    tubelet_size=">=1", pred_depth=">=1", pred_emb_dim=">=1", pred_num_heads=">=1", pred_mlp_ratio=">0",
+    num_mask_tokens=">=1", drop_path_rate="[0,1)", loss_exp=">0",
+)
 @dataclass
 class VJEPAModelConfig:
     """Encoder and predictor; defaults are V-JEPA ViT-L/16 (jepa:configs/pretrain/vitl16.yaml,
@@ -168,6 +182,18 @@ class VJEPAModelConfig:
     packed_context: bool = True  # one encoder pass for all mask configs (False: one per config)
     init_checkpoint: str | None = None  # a jepa run checkpoint to start from (V-JEPA 2 cooldown)
 
+    def check(self, prefix: str) -> None:
+        """The encoder's and the predictor's widths split evenly into heads."""
+        dim, _, heads, _ = resolve_vit_size(self.encoder, self.embed_dim, self.depth, self.num_heads,
+                                            self.mlp_ratio, VIDEO_VIT_SIZES, what=f"{prefix}.encoder")
+        pred_heads = self.pred_num_heads or heads
+        for width, n, wkey, hkey in ((dim, heads, "embed_dim", "num_heads"),
+                                     (self.pred_emb_dim, pred_heads, "pred_emb_dim", "pred_num_heads")):
+            if width % n:
+                raise ConfigError(f"{prefix}.{hkey}={n} does not divide {prefix}.{wkey}={width} (each head gets "
+                                  f"{wkey} / {hkey} channels); pick a divisor, e.g. {prefix}.{hkey}="
+                                  f"{max(d for d in range(1, min(n, width) + 1) if width % d == 0)}")
+
 
 @dataclass
 class VJEPA2ModelConfig(VJEPAModelConfig):
@@ -183,22 +209,59 @@ class VJEPA2ModelConfig(VJEPAModelConfig):
     mask_token_per_config: bool = False
 
 
+# The video mask and frame-baseline sections' ranges (jepa_video.masks, jepa_video.baselines).
+ranges(spatial_scale="(0,1] ordered", temporal_scale="(0,1] ordered", aspect_ratio=">0 ordered", num_blocks=">=1",
+       max_temporal_keep="(0,1]", max_keep=">=1")(MultiBlock3DMaskConfig)
+ranges(epochs=">=1", frames_per_clip=">=1")(FrameBaselineConfig)
+
+# The crop size and clip length set the token grid (position table, RoPE positions).
+_VIDEO_ARCHITECTURE = ("model.*", "data.crop_size", "data.frames_per_clip")
+# Same model, computed or regularised otherwise; init_checkpoint only seeds a fresh run.
+_VIDEO_RESUME_SAFE = ("model.activation_checkpointing", "model.packed_context", "model.drop_path_rate",
+                      "model.init_checkpoint")
+
+
+def _check_video_grid(cfg: VJEPAConfig | VJEPA2Config) -> None:
+    d, m = cfg.data, cfg.model
+    if d.crop_size % m.patch_size:
+        raise ConfigError(f"data.crop_size={d.crop_size} is not a multiple of model.patch_size={m.patch_size}; e.g. "
+                          f"data.crop_size={max(m.patch_size, d.crop_size - d.crop_size % m.patch_size)}")
+    if d.frames_per_clip % m.tubelet_size:
+        raise ConfigError(f"data.frames_per_clip={d.frames_per_clip} is not a multiple of model.tubelet_size="
+                          f"{m.tubelet_size}; e.g. data.frames_per_clip="
+                          f"{max(m.tubelet_size, d.frames_per_clip - d.frames_per_clip % m.tubelet_size)}")
+
+
 @dataclass
 class VJEPAConfig(BaseConfig):
+    ARCHITECTURE_KEYS: ClassVar[tuple[str, ...]] = _VIDEO_ARCHITECTURE
+    RESUME_SAFE_KEYS: ClassVar[tuple[str, ...]] = _VIDEO_RESUME_SAFE
+
     method: str = "vjepa"
     data: VideoDataConfig = field(default_factory=VideoDataConfig)
     model: VJEPAModelConfig = field(default_factory=VJEPAModelConfig)
     mask: tuple[MultiBlock3DMaskConfig, ...] = VJEPA_MASK_CONFIGS
     baseline: FrameBaselineConfig = field(default_factory=FrameBaselineConfig)
 
+    def check(self, prefix: str) -> None:
+        """Clips are a whole number of tubelets."""
+        _check_video_grid(self)
+
 
 @dataclass
 class VJEPA2Config(BaseConfig):
+    ARCHITECTURE_KEYS: ClassVar[tuple[str, ...]] = _VIDEO_ARCHITECTURE
+    RESUME_SAFE_KEYS: ClassVar[tuple[str, ...]] = _VIDEO_RESUME_SAFE
+
     method: str = "vjepa2"
     data: VJEPA2DataConfig = field(default_factory=VJEPA2DataConfig)
     model: VJEPA2ModelConfig = field(default_factory=VJEPA2ModelConfig)
     mask: tuple[MultiBlock3DMaskConfig, ...] = VJEPA_MASK_CONFIGS
     baseline: FrameBaselineConfig = field(default_factory=FrameBaselineConfig)
+
+    def check(self, prefix: str) -> None:
+        """Clips are a whole number of tubelets."""
+        _check_video_grid(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,7 +496,7 @@ def ensure_demo_videos(cfg: VJEPAConfig | VJEPA2Config, split: str = "train") ->
 def _sampler(d: VideoDataConfig, train: bool) -> ClipSampler:
     return ClipSampler(
         frames_per_clip=d.frames_per_clip, frame_step=d.frame_step, fps=d.fps, duration=d.duration,
-        num_clips=d.num_clips if train else 1, random_clip_sampling=train,
+        num_clips=d.num_clips if train else 1, random_clip_sampling=train, short_videos=d.short_videos,
     )
 
 
@@ -475,7 +538,8 @@ def eval_tasks(cfg: VJEPAConfig | VJEPA2Config) -> dict | None:
 
 def build_train_data(cfg: VJEPAConfig | VJEPA2Config, rank: int = 0, world_size: int = 1):
     """``(dataset, collate)``: clips with the official random-resized crop and flip, and the
-    step-stamped 3-D multi-block mask collator (masks a function of seed, rank and step)."""
+    step-stamped 3-D multi-block mask collator (masks drawn for the global batch, a function of
+    seed, step and slot, unless ``train.draw_scope=process``)."""
     d = cfg.data
     if d.dataset == "demo":
         ds = LabelMap(VideoIndex(ensure_demo_videos(cfg, "train"), sampler=_sampler(d, True), backend=d.decoder,
@@ -491,7 +555,7 @@ def build_train_data(cfg: VJEPAConfig | VJEPA2Config, rank: int = 0, world_size:
             ds = WeightedDraw(ds, ds.sample_weights)
     collate = MultiBlock3DMaskCollator(
         cfg.mask, d.crop_size, d.frames_per_clip, cfg.model.patch_size, cfg.model.tubelet_size,
-        seed=cfg.train.seed, rank=rank,
+        seed=cfg.train.seed, rank=rank, world_size=world_size, scope=cfg.train.draw_scope,
     )
     return ds, collate
 

@@ -22,8 +22,11 @@ Differences, each behind a flag with the official behaviour as default:
   applies to targets and context alike, which makes small grids with small targets hang).
 
 Not reproduced: the official code draws positions from the process-global RNG; we draw them
-from the seeded per-batch generator, so a batch's masks are a pure function of (seed, rank, step)
-and a resumed run sees the same masks. The Python loop over images is replaced by batched
+from the seeded per-batch generator, so a batch's masks are a pure function of (seed, step) and
+the sample's slot in the global batch, and a resumed run sees the same masks. By default the
+"batch" of steps 1 and 4 is the global batch (every process's samples: one block size and one
+truncation per global batch, whatever the number of processes); ``scope="process"`` on the
+collator gives the official per-process batch. The Python loop over images is replaced by batched
 tensor operations (the distribution is the same; the random stream is not).
 """
 
@@ -192,7 +195,8 @@ class _FixedDraw:
 
 class MultiBlockMaskSampler:
     """:class:`jepa_core.masks.collator.MaskSampler` of I-JEPA multi-block masks: one generator
-    per batch, seeded ``mix_seed(seed, rank, step, MASK_TAG)``; returns
+    per batch, ``seeds.generator(MASK_TAG)`` (so one block size per batch: the global batch, or
+    the process's in the official ``"process"`` scope); returns
     ``{"masks_enc": [LongTensor [B, Kc]] * num_enc_masks, "masks_pred": [LongTensor [B, Kp]] * num_pred_masks}``."""
 
     def __init__(self, cfg: MultiBlockMaskConfig, grid_h: int, grid_w: int | None = None):
@@ -211,7 +215,8 @@ class MultiBlockMaskCollator(MaskCollator):
     Returns ``{"images", "labels", "masks_enc", "masks_pred", "num_bad"}`` (plus any fields of
     the batch transform), or ``{"skip": True, "num_bad": n}`` when every sample of the batch was
     corrupt. ``batch_transform``: optional ``f(images, generator) -> images`` applied to the
-    collated batch (e.g. a batched random-resized crop), seeded like the masks.
+    collated batch (e.g. a batched random-resized crop), seeded like the masks. ``world_size``
+    and ``scope``: see :class:`jepa_core.masks.collator.MaskCollator`.
     """
 
     def __init__(
@@ -223,10 +228,13 @@ class MultiBlockMaskCollator(MaskCollator):
         rank: int = 0,
         batch_transform=None,
         input_key: str = "images",
+        world_size: int = 1,
+        scope: str = "global",
     ):
         h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
         sampler = MultiBlockMaskSampler(cfg, h // patch_size, w // patch_size)
-        super().__init__(sampler, seed=seed, rank=rank, input_key=input_key, batch_transform=batch_transform)
+        super().__init__(sampler, seed=seed, rank=rank, input_key=input_key, batch_transform=batch_transform,
+                         world_size=world_size, scope=scope)
 
     @property
     def generator(self) -> MultiBlockMaskGenerator:
