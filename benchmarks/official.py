@@ -372,3 +372,45 @@ def adapters(args: argparse.Namespace) -> dict[str, Official]:
     """``Context.official`` from the ``--official-*`` options."""
     paths = {"ijepa": args.official_ijepa, "jepa": args.official_jepa, "vjepa2": args.official_vjepa2}
     return {repo: Official(repo, path) for repo, path in paths.items() if path}
+
+
+# ---------------------------------------------------------------------------------------------
+# DMT-JEPA (DMTJEPA/DMTJEPA): the aggregation head
+
+
+class ReleasedHeadMlp(torch.nn.Module):
+    """The MLP that the released DMT-JEPA head names (``Mlp``) but neither defines nor imports
+    (dmtjepa:src/models/local_agg_head.py), so that the module imports: ``fc1``, GELU, ``fc2``,
+    hidden width as passed (``mlp_ratio`` 4 there), dropout ``drop`` (0 there)."""
+
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=torch.nn.GELU, drop=0.0):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(in_features, hidden_features or in_features)
+        self.act = act_layer()
+        self.fc2 = torch.nn.Linear(hidden_features or in_features, out_features or in_features)
+        self.drop = torch.nn.Dropout(drop)
+
+    def forward(self, x):
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def dmtjepa_head_class(path):
+    """The released ``LocalAggHead`` class of a DMTJEPA/DMTJEPA checkout at ``path``, with
+    :class:`ReleasedHeadMlp` supplied as its missing ``Mlp`` (a builtin while the module is
+    imported, where a class default argument needs it, then a global of the module, where its
+    constructor looks it up)."""
+    import builtins
+
+    had = hasattr(builtins, "Mlp")
+    saved = getattr(builtins, "Mlp", None)
+    builtins.Mlp = ReleasedHeadMlp
+    try:
+        with official(path) as imp:
+            module = imp("src.models.local_agg_head")
+    finally:
+        if had:
+            builtins.Mlp = saved
+        else:
+            del builtins.Mlp
+    module.Mlp = ReleasedHeadMlp
+    return module.LocalAggHead

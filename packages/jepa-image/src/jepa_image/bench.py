@@ -4,6 +4,9 @@
 ViT-Small; ``data``: an image batch; ``ckpt`` (not default): activation checkpointing against
 the plain step. With an official adapter in ``ctx.official["ijepa"]`` (benchmarks/official.py,
 repository only) the masks and steps cases time the official code beside ours.
+
+``DMT_CASES`` (entry point ``dmtjepa``) adds to ``steps`` the DMT-JEPA step against I-JEPA's
+and the target side alone (``jepa bench --cases steps --methods dmtjepa``).
 """
 
 from __future__ import annotations
@@ -145,3 +148,64 @@ def case_data(ctx: Context) -> list[Row]:
 
 CASES = [BenchCase("masks", case_masks), BenchCase("steps", case_steps), BenchCase("ema", case_ema),
          BenchCase("data", case_data), BenchCase("ckpt", case_ckpt, default=False)]
+
+
+# ---------------------------------------------------------------------------------------------
+# DMT-JEPA (entry point ``jepa.bench``: ``dmtjepa = "jepa_image.bench:DMT_CASES"``): its step
+# beside I-JEPA's, both ours, from the same encoder and predictor weights and the same batch.
+
+
+def build_dmt_model(size: str, ijepa_model=None):
+    """DMT-JEPA at a benchmark size (paper defaults), seeded; with ``ijepa_model``, its encoder,
+    predictor and EMA target start from that model's weights."""
+    from jepa_image.dmtjepa import DMTJEPAConfig
+    from jepa_image.dmtjepa import build_model as build
+
+    enc, img, _, pdim, pdepth = SIZES[size]
+    cfg = DMTJEPAConfig()
+    cfg.model.encoder, cfg.model.patch_size, cfg.data.image_size = enc, 16, img
+    cfg.model.pred_emb_dim, cfg.model.pred_depth = pdim, pdepth
+    torch.manual_seed(0)
+    model = build(cfg)
+    if ijepa_model is not None:
+        for name in ("encoder", "predictor", "target_encoder"):
+            getattr(model, name).load_state_dict(getattr(ijepa_model, name).state_dict())
+    return model, cfg
+
+
+def case_dmt_steps(ctx: Context) -> list[Row]:
+    """The DMT-JEPA training step against I-JEPA's (the "official" column holds I-JEPA's step),
+    and the target forward alone (EMA encoder + EMA head against the EMA encoder), where the
+    head's cost falls (about 40 D^2 per token against about 12 x 12 D^2 for a ViT-B forward)."""
+    if not ctx.wants("dmtjepa"):
+        return []
+    rows = []
+    for size in ctx.sizes:
+        enc, img, b, pdim, pdepth = SIZES[size]
+        ijepa_model, _ = build_model(size)
+        model, _ = build_dmt_model(size, ijepa_model)
+        for m in (ijepa_model, model):
+            m.to(ctx.device).train()
+        batch = make_batch(size, ctx)
+        row = step_row(ctx, f"DMT-JEPA train step vs I-JEPA (official column: I-JEPA, ours), {enc} {img} px/16, "
+                       f"pred {pdim}x{pdepth}, batch {b}, {_precision(ctx)}",
+                       [train_step(model, batch, ctx), train_step(ijepa_model, batch, ctx)], b)
+        row.note += f"; DMT-JEPA step overhead {1 / row.speedup - 1:+.1%} (median of per-round ratios)"
+        rows.append(row)
+
+        t, speed = interleaved([_targets_fn(m, batch, ctx) for m in (model, ijepa_model)], ctx.warmup, ctx.repeats,
+                               ctx.device)
+        rows.append(Row(f"DMT-JEPA targets vs I-JEPA targets (no grad), {enc} {img} px/16, batch {b}", t[0], t[1],
+                        note=f"target-side overhead {1 / speed - 1:+.1%}", speedup=speed))
+    return rows
+
+
+def _targets_fn(model, batch: dict, ctx: Context):
+    """The target side of a step alone (no gradients), as the Trainer runs it."""
+    def run():
+        with torch.no_grad(), torch.autocast(ctx.device.type, dtype=ctx.dtype, enabled=ctx.dtype is not None):
+            return model.targets(batch["images"], batch["masks_pred"], len(batch["masks_enc"]))
+    return run
+
+
+DMT_CASES = [BenchCase("steps", case_dmt_steps)]
