@@ -8,9 +8,24 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# Columns every run logs (jepa_core.trainer); any other numeric column is a method's own
+# extra (e.g. DMT-JEPA's target_std) and gets a panel in extras.png.
+TRAINER_COLUMNS = frozenset({
+    "step", "epoch", "loss", "lr", "wd", "momentum", "samples_per_s", "step_time_s", "elapsed_s",
+    "bad_samples", "skipped_nonfinite", "peak_mem_mb", "rank",
+})
+
+
+def _floats(rows: list[dict], key: str) -> list[float] | None:
+    try:
+        return [float(r[key]) for r in rows]
+    except (TypeError, ValueError):
+        return None
+
 
 def plot_metrics(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write ``loss.png`` (loss per step, log scale) and ``schedules.png`` (lr, wd, EMA momentum)."""
+    """Write ``loss.png`` (loss per step, log scale), ``schedules.png`` (lr, wd, EMA momentum)
+    and, when the method logs columns of its own, ``extras.png`` (one panel per column)."""
     try:
         import matplotlib
 
@@ -52,4 +67,20 @@ def plot_metrics(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
         fig.savefig(out_dir / "schedules.png", dpi=120)
         plt.close(fig)
         written.append(out_dir / "schedules.png")
+    extras = {k: v for k in rows[0] if k not in TRAINER_COLUMNS and (v := _floats(rows, k)) is not None}
+    if extras:
+        cols = min(len(extras), 3)
+        n_rows = -(-len(extras) // cols)
+        fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 3 * n_rows), squeeze=False)
+        for ax, (k, values) in zip(axes.flat, extras.items()):
+            ax.plot(steps, values)
+            ax.set_title(k)
+            ax.set_xlabel("optimizer step")
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(extras):]:
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(out_dir / "extras.png", dpi=120)
+        plt.close(fig)
+        written.append(out_dir / "extras.png")
     return written
