@@ -28,7 +28,7 @@ from jepa_core.config import (
     from_dict,
     ranges,
 )
-from jepa_core.testing import LinearJEPA, PointsDataset, collate_points
+from jepa_core.testing import LinearJEPA, PointsDataset, collate_points, one_error_line
 from jepa_core.trainer import Trainer
 
 pytestmark = pytest.mark.fault
@@ -47,12 +47,7 @@ def toy_method():
 
 
 def _one_error_line(capsys) -> str:
-    """The single `jepa: error:` line on stderr (asserting there is exactly one, and no traceback)."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("jepa: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err, err
-    return lines[0]
+    return one_error_line(capsys.readouterr().err)
 
 
 def _numeric(tp) -> bool:

@@ -17,6 +17,7 @@ import torch
 import yaml
 from jepa_core import checkpoint as ckpt
 from jepa_core.cli import main
+from jepa_core.testing import one_error_line
 
 pytestmark = pytest.mark.fault
 
@@ -53,11 +54,7 @@ def _resume(run: Path, *overrides: str) -> int:
 
 
 def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("jepa: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err, err
-    return lines[0]
+    return one_error_line(capsys.readouterr().err)
 
 
 def test_architecture_change_is_refused_naming_each_key_and_nothing_is_touched(run, capsys):

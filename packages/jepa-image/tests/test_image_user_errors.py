@@ -13,6 +13,7 @@ import torch
 from jepa_core import trainer as trainer_mod
 from jepa_core.cli import main
 from jepa_core.config import ConfigError, field_ranges
+from jepa_core.testing import one_error_line
 from jepa_image.ijepa import IJEPAConfig
 
 pytestmark = pytest.mark.fault
@@ -27,11 +28,7 @@ TINY = [
 
 
 def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("jepa: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err, err
-    return lines[0]
+    return one_error_line(capsys.readouterr().err)
 
 
 def _unranged(cls: type) -> list[str]:

@@ -11,6 +11,7 @@ import typing
 import pytest
 from jepa_core.cli import main
 from jepa_core.config import field_ranges
+from jepa_core.testing import one_error_line
 from jepa_video.masks import MultiBlock3DMaskConfig
 from jepa_video.vjepa import VJEPA2Config, VJEPAConfig
 
@@ -26,11 +27,7 @@ TINY = [
 
 
 def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("jepa: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err, err
-    return lines[0]
+    return one_error_line(capsys.readouterr().err)
 
 
 def _unranged(cls: type) -> list[str]:

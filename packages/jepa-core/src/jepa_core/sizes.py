@@ -45,6 +45,17 @@ def resolve_vit_size(
     return embed_dim or dim, depth or d, num_heads or heads, mlp_ratio or ratio
 
 
+def check_heads_divide(prefix: str, *widths: tuple[int, int, str, str]) -> None:
+    """Raise :class:`jepa_core.config.ConfigError` unless each ``(width, heads, width_key,
+    heads_key)`` has ``heads`` dividing ``width`` (each attention head gets ``width / heads``
+    channels); the message names ``prefix.heads_key`` and a divisor that works."""
+    for width, n, wkey, hkey in widths:
+        if width % n:
+            divisor = max(d for d in range(1, min(n, width) + 1) if width % d == 0)
+            raise ConfigError(f"{prefix}.{hkey}={n} does not divide {prefix}.{wkey}={width} (each head gets "
+                              f"{wkey} / {hkey} channels); pick a divisor, e.g. {prefix}.{hkey}={divisor}")
+
+
 def vit_size_name(
     embed_dim: int, depth: int, num_heads: int, mlp_ratio: float, table: SizeTable | None = None
 ) -> str | None:

@@ -19,7 +19,7 @@ from jepa_core.data import CorruptSampleError, collate_stamped
 from jepa_core.method import JEPAMethod
 from jepa_core.target import EMATarget
 
-__all__ = ["LinearJEPA", "PointsDataset", "collate_points", "nan_at_steps", "last_logged_step", "no_tf32", "official_layout", "tensor_digest"]
+__all__ = ["LinearJEPA", "PointsDataset", "collate_points", "nan_at_steps", "last_logged_step", "no_tf32", "one_error_line", "official_layout", "tensor_digest"]
 
 
 class PointsDataset(Dataset):
@@ -139,3 +139,12 @@ def last_logged_step(run_dir) -> int:
     except (FileNotFoundError, ValueError):
         return 0
     return int(rows[-1]["step"]) if rows else 0
+
+
+def one_error_line(stderr: str) -> str:
+    """The single ``jepa: error:`` line of a command's stderr, asserting there is exactly one
+    and no traceback (the CLI's contract for user errors)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("jepa: error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    return lines[0]

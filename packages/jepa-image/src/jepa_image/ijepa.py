@@ -26,7 +26,7 @@ from jepa_core.nn import (
     repeat_interleave_batch,
 )
 from jepa_core.registry import MethodSpec
-from jepa_core.sizes import resolve_vit_size
+from jepa_core.sizes import check_heads_divide, resolve_vit_size
 from jepa_core.target import EMATarget, normalize_targets
 
 from jepa_image import data as D
@@ -78,13 +78,10 @@ class IJEPAModelConfig:
         """The widths split evenly into heads, and into the 2-D sin-cos table's four parts."""
         dim, _, heads, _ = resolve_vit_size(self.encoder, self.embed_dim, self.depth, self.num_heads, self.mlp_ratio,
                                             VIT_SIZES, what=f"{prefix}.encoder")
-        pred_heads = self.pred_num_heads or heads
-        for width, n, wkey, hkey in ((dim, heads, "embed_dim", "num_heads"),
-                                     (self.pred_emb_dim, pred_heads, "pred_emb_dim", "pred_num_heads")):
-            if width % n:
-                raise ConfigError(f"{prefix}.{hkey}={n} does not divide {prefix}.{wkey}={width} (each head gets "
-                                  f"{wkey} / {hkey} channels); pick a divisor, e.g. {prefix}.{hkey}="
-                                  f"{max(d for d in range(1, min(n, width) + 1) if width % d == 0)}")
+        widths = ((dim, heads, "embed_dim", "num_heads"),
+                  (self.pred_emb_dim, self.pred_num_heads or heads, "pred_emb_dim", "pred_num_heads"))
+        check_heads_divide(prefix, *widths)
+        for width, _, wkey, _ in widths:
             if width % 4:
                 raise ConfigError(f"{prefix}.{wkey}={width} must be a multiple of 4 (the 2-D sin-cos position table "
                                   f"splits it into four parts); e.g. {prefix}.{wkey}={max(4, width - width % 4)}")

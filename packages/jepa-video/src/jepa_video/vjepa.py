@@ -41,7 +41,7 @@ from jepa_core.nn import (
     enable_activation_checkpointing,  # re-exported: it lived here before moving to core
 )
 from jepa_core.registry import MethodSpec
-from jepa_core.sizes import resolve_vit_size
+from jepa_core.sizes import check_heads_divide, resolve_vit_size
 from jepa_core.target import EMATarget, normalize_targets
 from torch import nn
 from torch.utils.data import Dataset
@@ -186,13 +186,8 @@ class VJEPAModelConfig:
         """The encoder's and the predictor's widths split evenly into heads."""
         dim, _, heads, _ = resolve_vit_size(self.encoder, self.embed_dim, self.depth, self.num_heads,
                                             self.mlp_ratio, VIDEO_VIT_SIZES, what=f"{prefix}.encoder")
-        pred_heads = self.pred_num_heads or heads
-        for width, n, wkey, hkey in ((dim, heads, "embed_dim", "num_heads"),
-                                     (self.pred_emb_dim, pred_heads, "pred_emb_dim", "pred_num_heads")):
-            if width % n:
-                raise ConfigError(f"{prefix}.{hkey}={n} does not divide {prefix}.{wkey}={width} (each head gets "
-                                  f"{wkey} / {hkey} channels); pick a divisor, e.g. {prefix}.{hkey}="
-                                  f"{max(d for d in range(1, min(n, width) + 1) if width % d == 0)}")
+        check_heads_divide(prefix, (dim, heads, "embed_dim", "num_heads"),
+                           (self.pred_emb_dim, self.pred_num_heads or heads, "pred_emb_dim", "pred_num_heads"))
 
 
 @dataclass
