@@ -225,7 +225,6 @@ def test_a_checkpoint_without_the_heads_is_refused_with_the_fix(tmp_path):
         assert torch.equal(v, head_before[k]) and torch.equal(model.target_head.module.state_dict()[k], v)
     with pytest.raises(CheckpointError, match="does not fit"):
         load_without_heads(model, {k: v for k, v in sd.items() if not k.startswith("predictor.")})
-    # a run whose checkpoint lost its heads: `jepa eval` names the missing head entries
     run = tmp_path / "r"
     pretrain("dmtjepa", overrides=TINY + ["optim.max_steps=1"], run_dir=run)
     ck = _load(run / "checkpoints" / "latest.pt")
@@ -233,8 +232,11 @@ def test_a_checkpoint_without_the_heads_is_refused_with_the_fix(tmp_path):
     (run / "checkpoints" / "latest.pt").unlink()
     torch.save(ck, run / "checkpoints" / "latest.pt")
     (run / "checkpoints" / "step-1.pt").unlink()
-    with pytest.raises(CheckpointError, match=r"missing in the checkpoint: head\."):
+    # a run whose checkpoint lost its heads: `jepa eval` and `--resume` give the method's fix
+    with pytest.raises(CheckpointError, match=r"no DMT-JEPA head weights.*load_without_heads"):
         load_run(run / "checkpoints" / "latest.pt")
+    with pytest.raises(CheckpointError, match=r"no DMT-JEPA head weights.*load_without_heads"):
+        pretrain("dmtjepa", overrides=TINY + ["optim.max_steps=2"], run_dir=run, resume=True)
 
 
 RESUME = TINY + ["train.checkpoint_every=2", "train.log_every=1", "train.seed=3"]

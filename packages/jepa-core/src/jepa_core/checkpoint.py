@@ -73,13 +73,20 @@ def state_dict_mismatch(expected: dict[str, Any], saved: dict[str, Any], limit: 
     return out
 
 
-def check_fits(expected: dict[str, Any], saved: dict[str, Any], path: str | Path, run_dir: str | Path) -> None:
+def check_fits(expected: dict[str, Any], saved: dict[str, Any], path: str | Path, run_dir: str | Path,
+               explain=None) -> None:
     """Raise a :class:`CheckpointError` when the model state dict ``saved`` (tensors or shapes)
     of the checkpoint ``path`` of the run ``run_dir`` does not fit ``expected`` (the model's),
-    naming the parameters that differ and the way out."""
+    naming the parameters that differ and the way out. ``explain(missing, unexpected)`` (e.g.
+    :meth:`jepa_core.method.JEPAMethod.explain_checkpoint_mismatch`) may give a method's own
+    reason and fix instead of the generic one."""
     mismatch = state_dict_mismatch(expected, saved)
     if mismatch:
         run_dir = Path(run_dir)
+        if explain is not None:
+            reason = explain([k for k in expected if k not in saved], [k for k in saved if k not in expected])
+            if reason:
+                raise CheckpointError(f"the checkpoint {path} of the run {run_dir} does not fit the model: {reason}")
         raise CheckpointError(
             f"the checkpoint {path} does not fit the model this config builds ({'; '.join(mismatch)}): the run in "
             f"{run_dir} was trained with other architecture settings (model.* keys, or the data sizes that set the "

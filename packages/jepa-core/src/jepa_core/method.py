@@ -84,6 +84,13 @@ class JEPAMethod(nn.Module):
 
         return official_adamw(self.trainable_modules(), optim_cfg, lr, device)
 
+    def explain_checkpoint_mismatch(self, missing: list[str], unexpected: list[str]) -> str | None:
+        """Why a checkpoint whose state dict lacks ``missing`` and has ``unexpected`` entries
+        does not fit this method, and the fix, when the method knows a likely cause (e.g. a
+        checkpoint of a parent method without this one's extra modules); None: the generic
+        message (an architecture change)."""
+        return None
+
     def eval_encoder(self) -> nn.Module:
         """The encoder to evaluate: the EMA target's module when there is one, as the official
         evaluations load ``target_encoder`` (ijepa:src/train.py checkpoints,

@@ -237,7 +237,8 @@ def pretrain(
             raise
         raise ConfigError(f"the model cannot be built from this config: {e}; check the model.* settings") from e
     if resume_point is not None:  # before the config files record the resume
-        ckpt.check_fits(model.state_dict(), resume_point.shapes, resume_point.checkpoint, run_dir)
+        ckpt.check_fits(model.state_dict(), resume_point.shapes, resume_point.checkpoint, run_dir,
+                        getattr(model, "explain_checkpoint_mismatch", None))
     dataset, collate = spec.build_train_data(cfg, dist.rank, dist.world_size)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -400,7 +401,13 @@ def load_run(path: str | Path, overrides: list[str] | None = None) -> dict[str, 
     cfg = from_dict(spec.config_cls, data)
     torch.manual_seed(cfg.train.seed)
     model = spec.build_model(cfg)
-    mismatch = ckpt.state_dict_mismatch(model.state_dict(), found[1]["model"])
+    saved, expected = found[1]["model"], model.state_dict()
+    mismatch = ckpt.state_dict_mismatch(expected, saved)
+    explain = getattr(model, "explain_checkpoint_mismatch", None)
+    reason = explain([k for k in expected if k not in saved], [k for k in saved if k not in expected]) if (
+        mismatch and explain is not None) else None
+    if reason:
+        raise ckpt.CheckpointError(f"{found[0]} does not fit the model: {reason}")
     if mismatch:
         raise ckpt.CheckpointError(f"{found[0]} does not fit the model this config builds ({'; '.join(mismatch)}); "
                                    "drop the model.* / data size overrides, or use the run's own config")

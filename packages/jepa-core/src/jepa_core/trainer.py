@@ -384,7 +384,8 @@ class Trainer:
     def _load_states(self, obj: dict, path: Path | None = None) -> None:
         # Shapes first: a checkpoint of another architecture is named as such, not a
         # size-mismatch traceback from load_state_dict.
-        ckpt.check_fits(self.model.state_dict(), obj["model"], path, self.run_dir)
+        ckpt.check_fits(self.model.state_dict(), obj["model"], path, self.run_dir,
+                        getattr(self.model, "explain_checkpoint_mismatch", None))
         by_name = obj.get("optimizer_keys") == "names"
         if self.strategy != "fsdp" and not by_name:
             self.model.load_state_dict(obj["model"])

@@ -166,6 +166,13 @@ class DMTJEPA(IJEPA):
         self.target_encoder.update(self.encoder, momentum)
         self.target_head.update(self.head, momentum)
 
+    def explain_checkpoint_mismatch(self, missing: list[str], unexpected: list[str]) -> str | None:
+        """The heads-missing message when only head entries are missing (resume, ``jepa eval``)."""
+        prefixes = [p for p in ("head.", "target_head.") if any(k.startswith(p) for k in missing)]
+        if prefixes and not unexpected and all(k.startswith(("head.", "target_head.")) for k in missing):
+            return missing_heads_message(prefixes)
+        return None
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict``, with a clear error when the heads are missing (an
         I-JEPA checkpoint, or weights saved by the released DMT-JEPA code, which drops them)."""
