@@ -4,16 +4,14 @@ run failed while training or writing); `--debug` raises instead (issue #13, item
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import typing
 
 import pytest
 import torch
 from jepa_core import trainer as trainer_mod
 from jepa_core.cli import main
-from jepa_core.config import ConfigError, field_ranges
-from jepa_core.testing import one_error_line
+from jepa_core.config import ConfigError
+from jepa_core.testing import one_error_line, unranged_fields
 from jepa_image.ijepa import IJEPAConfig
 
 pytestmark = pytest.mark.fault
@@ -31,26 +29,11 @@ def _one_error_line(capsys) -> str:
     return one_error_line(capsys.readouterr().err)
 
 
-def _unranged(cls: type) -> list[str]:
-    """The numeric fields (int/float, optional or in tuples) of dataclass ``cls`` and of its
-    sections with no declared range, as dotted keys."""
-    def numeric(tp) -> bool:
-        if typing.get_origin(tp) is typing.Literal:
-            return False
-        return tp in (int, float) or any(numeric(a) for a in typing.get_args(tp) if a not in (type(None), Ellipsis))
+def test_every_numeric_setting_of_the_image_configs_has_a_range():
+    from jepa_image.dmtjepa import DMTJEPAConfig
 
-    hints, declared, out = typing.get_type_hints(cls), field_ranges(cls), []
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out += [f"{f.name}.{k}" for k in _unranged(tp)]
-        elif numeric(tp) and f.name not in declared:
-            out.append(f.name)
-    return out
-
-
-def test_every_numeric_setting_of_the_ijepa_config_has_a_range():
-    assert _unranged(IJEPAConfig) == []
+    assert unranged_fields(IJEPAConfig) == []
+    assert unranged_fields(DMTJEPAConfig) == []
 
 
 @pytest.mark.parametrize(("override", "expected"), [

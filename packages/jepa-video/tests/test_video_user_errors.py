@@ -4,14 +4,11 @@ the token grid) naming it old -> new, and records a changed learning rate (issue
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
 
 import pytest
 from jepa_core.cli import main
-from jepa_core.config import field_ranges
-from jepa_core.testing import one_error_line
+from jepa_core.testing import one_error_line, unranged_fields
 from jepa_video.masks import MultiBlock3DMaskConfig
 from jepa_video.vjepa import VJEPA2Config, VJEPAConfig
 
@@ -30,27 +27,11 @@ def _one_error_line(capsys) -> str:
     return one_error_line(capsys.readouterr().err)
 
 
-def _unranged(cls: type) -> list[str]:
-    """The numeric fields (int/float, optional or in tuples) of dataclass ``cls`` and of its
-    sections with no declared range, as dotted keys."""
-    def numeric(tp) -> bool:
-        if typing.get_origin(tp) is typing.Literal:
-            return False
-        return tp in (int, float) or any(numeric(a) for a in typing.get_args(tp) if a not in (type(None), Ellipsis))
-
-    hints, declared, out = typing.get_type_hints(cls), field_ranges(cls), []
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out += [f"{f.name}.{k}" for k in _unranged(tp)]
-        elif numeric(tp) and f.name not in declared:
-            out.append(f.name)
-    return out
 
 
 @pytest.mark.parametrize("cls", [VJEPAConfig, VJEPA2Config, MultiBlock3DMaskConfig])
 def test_every_numeric_setting_of_the_video_configs_has_a_range(cls):
-    assert _unranged(cls) == []
+    assert unranged_fields(cls) == []
 
 
 @pytest.mark.parametrize(("override", "expected"), [

@@ -19,7 +19,7 @@ from jepa_core.data import CorruptSampleError, collate_stamped
 from jepa_core.method import JEPAMethod
 from jepa_core.target import EMATarget
 
-__all__ = ["LinearJEPA", "PointsDataset", "collate_points", "nan_at_steps", "last_logged_step", "no_tf32", "one_error_line", "official_layout", "tensor_digest"]
+__all__ = ["LinearJEPA", "PointsDataset", "collate_points", "nan_at_steps", "last_logged_step", "no_tf32", "one_error_line", "unranged_fields", "official_layout", "tensor_digest"]
 
 
 class PointsDataset(Dataset):
@@ -148,3 +148,27 @@ def one_error_line(stderr: str) -> str:
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr, stderr
     return lines[0]
+
+
+def unranged_fields(cls: type) -> list[str]:
+    """The numeric fields (int / float, optional or in tuples) of config dataclass ``cls`` and
+    of its sections that declare no valid range (:func:`jepa_core.config.ranges`), as dotted
+    keys: a test asserts it is empty so that a new setting cannot skip validation."""
+    import dataclasses
+    import typing
+
+    from jepa_core.config import field_ranges
+
+    def numeric(tp) -> bool:
+        if typing.get_origin(tp) is typing.Literal:
+            return False
+        return tp in (int, float) or any(numeric(a) for a in typing.get_args(tp) if a not in (type(None), Ellipsis))
+
+    hints, declared, out = typing.get_type_hints(cls), field_ranges(cls), []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += [f"{f.name}.{k}" for k in unranged_fields(tp)]
+        elif numeric(tp) and f.name not in declared:
+            out.append(f.name)
+    return out
