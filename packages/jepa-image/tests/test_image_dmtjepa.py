@@ -77,8 +77,11 @@ def test_registered_through_the_entry_point_with_presets():
         assert (cfg.optim.start_lr, cfg.optim.lr, cfg.optim.final_lr, cfg.optim.warmup) == (2e-4, 1e-3, 1e-6, 40)
         assert tuple(cfg.optim.ema) == (0.996, 1.0) and cfg.optim.final_weight_decay == 0.4
         assert (cfg.dmt.top_k, cfg.dmt.window, cfg.dmt.depth) == (4, 3, 2)
-    # the demo keeps I-JEPA's demo settings, so the two compare on the same batches and masks
-    ours, theirs = spec.load_config("demo"), registry.get_method("ijepa").load_config("demo")
+    # the demo keeps I-JEPA's demo settings but the number of epochs (5, to fit 10 minutes), so
+    # that `jepa pretrain ijepa optim.epochs=5` trains on the same batches and masks
+    ours = spec.load_config("demo")
+    theirs = registry.get_method("ijepa").load_config("demo", overrides=[f"optim.epochs={ours.optim.epochs}"])
+    assert ours.optim.epochs == 5 and set(ours.eval.protocols) == {"linear", "knn", "dense"}
     for section in ("data", "mask", "optim", "train"):
         assert getattr(ours, section) == getattr(theirs, section), section
     for key in ("encoder", "embed_dim", "depth", "num_heads", "patch_size", "pred_depth", "pred_emb_dim"):

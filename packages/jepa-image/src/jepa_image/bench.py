@@ -6,7 +6,8 @@ the plain step. With an official adapter in ``ctx.official["ijepa"]`` (benchmark
 repository only) the masks and steps cases time the official code beside ours.
 
 ``DMT_CASES`` (entry point ``dmtjepa``) adds to ``steps`` the DMT-JEPA step against I-JEPA's
-and the target side alone (``jepa bench --cases steps --methods dmtjepa``).
+and the target side alone (``jepa bench --cases steps --methods dmtjepa``); ``IWM_CASES`` (``iwm``)
+the IWM step against I-JEPA's and its paired-view collator (``--methods iwm``).
 """
 
 from __future__ import annotations
@@ -209,3 +210,80 @@ def _targets_fn(model, batch: dict, ctx: Context):
 
 
 DMT_CASES = [BenchCase("steps", case_dmt_steps)]
+
+
+# ---------------------------------------------------------------------------------------------
+# IWM (entry point ``jepa.bench``: ``iwm = "jepa_image.bench:IWM_CASES"``): its step beside
+# I-JEPA's at the same size, and the paired views with their action, per batch.
+
+
+def build_iwm_model(size: str, conditioning: str = "feature"):
+    """IWM at a benchmark size (the paper's views and masks), seeded."""
+    from jepa_image.iwm import IWMConfig
+    from jepa_image.iwm import build_model as build
+
+    enc, img, _, pdim, pdepth = SIZES[size]
+    cfg = IWMConfig()
+    cfg.model.encoder, cfg.model.patch_size, cfg.data.image_size = enc, 16, img
+    cfg.model.pred_emb_dim, cfg.model.pred_depth, cfg.model.conditioning = pdim, pdepth, conditioning
+    torch.manual_seed(0)
+    return build(cfg), cfg
+
+
+def make_iwm_batch(size: str, cfg, ctx: Context, seed: int = 0) -> dict:
+    """Random uint8 images through IWM's collator (crop, paired views, action, masks), on ``ctx.device``."""
+    from jepa_image.iwm import train_collate
+
+    cfg.data.dataset = "fashion_mnist_demo"  # in memory: the collator makes the crop too
+    _, img, batch, _, _ = SIZES[size]
+    images = torch.randint(0, 256, (batch, 3, img, img), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(seed))
+    out = train_collate(cfg)([(x, 0) for x in images])
+    return {k: (v.to(ctx.device) if isinstance(v, torch.Tensor) else [m.to(ctx.device) for m in v])
+            for k, v in out.items() if k in ("images", "target_images", "action", "masks_enc", "masks_pred")}
+
+
+def case_iwm_steps(ctx: Context) -> list[Row]:
+    """The IWM training step (feature conditioning; the predictor predicts the union of the
+    masked blocks once, where I-JEPA's predicts each of its 4 blocks) against I-JEPA's at the
+    same encoder and predictor size (the "official" column holds I-JEPA's step)."""
+    if not ctx.wants("iwm"):
+        return []
+    rows = []
+    for size in ctx.sizes:
+        enc, img, b, pdim, pdepth = SIZES[size]
+        ijepa_model, _ = build_model(size)
+        model, cfg = build_iwm_model(size)
+        for m in (ijepa_model, model):
+            m.to(ctx.device).train()
+        row = step_row(ctx, f"IWM train step vs I-JEPA (official column: I-JEPA, ours), {enc} {img} px/16, "
+                       f"pred {pdim}x{pdepth}, feature conditioning, batch {b}, {_precision(ctx)}",
+                       [train_step(model, make_iwm_batch(size, cfg, ctx), ctx),
+                        train_step(ijepa_model, make_batch(size, ctx), ctx)], b)
+        rows.append(row)
+    return rows
+
+
+def case_iwm_views(ctx: Context) -> list[Row]:
+    """IWM's collator on a uint8 batch: crop and flip, two colour-jittered views, the source's
+    grayscale, blur and solarisation, the action and the masks (what a data-loader worker does
+    per batch)."""
+    if not ctx.wants("iwm"):
+        return []
+    from jepa_image.iwm import train_collate
+
+    rows = []
+    for size in ctx.sizes:
+        _, img, batch, _, _ = SIZES[size]
+        _, cfg = build_iwm_model(size)
+        cfg.data.dataset = "fashion_mnist_demo"
+        collate = train_collate(cfg)
+        samples = [(x, 0) for x in torch.randint(0, 256, (batch, 3, img, img), dtype=torch.uint8)]
+        with single_thread():
+            t, _ = interleaved([lambda c=collate, s=samples: c(s)], ctx.warmup, ctx.repeats, torch.device("cpu"))
+        rows.append(Row(f"IWM paired views + masks, {batch} images {img} px, 1 thread", t[0],
+                        note=f"{batch / t[0] * 1000:.0f} images/s"))
+    return rows
+
+
+IWM_CASES = [BenchCase("steps", case_iwm_steps), BenchCase("data", case_iwm_views)]

@@ -8,7 +8,8 @@ attention over [context, queries], and project the query outputs back to the enc
 :class:`MaskTokenPredictor` is that forward once; the position encoding (additive table or
 RoPE), the number of mask tokens and the query construction (:meth:`MaskTokenPredictor.make_queries`)
 are its configuration. Methods whose queries carry more than a position (IWM: transformation
-parameters; action-conditioned prediction) pass a ``condition_embed`` module or override the hook.
+parameters; action-conditioned prediction) pass a ``condition_embed`` module or override the
+hooks (:meth:`MaskTokenPredictor.make_queries`, :meth:`MaskTokenPredictor.condition_tokens`).
 
 State-dict names are the official ones: ``predictor_embed``, ``mask_token`` (one token) or
 ``mask_tokens.{i}``, ``predictor_pos_embed`` (frozen, only with an additive table),
@@ -136,6 +137,12 @@ class MaskTokenPredictor(nn.Module):
             queries = queries + self.condition_embed(condition).unsqueeze(1)
         return queries
 
+    def condition_tokens(self, condition: torch.Tensor) -> torch.Tensor | None:
+        """Extra tokens ``[R, T_c, d]`` appended after the context from the per-row ``condition``
+        (one row per query row, like :meth:`make_queries`'s), or None (default) for none. They
+        take part in attention but are not returned; they need an additive position table."""
+        return None
+
     def forward(
         self,
         z: torch.Tensor,
@@ -160,7 +167,15 @@ class MaskTokenPredictor(nn.Module):
         # Cast after building: under autocast the context is in the autocast dtype without an
         # additive table (it promotes to float32 with one), and the queries must match it.
         queries = self.make_queries(ids_tgt, mask_index, condition).to(x.dtype)
-        x = torch.cat([x.repeat(n_tgt_masks, 1, 1), queries], dim=1)
+        x = x.repeat(n_tgt_masks, 1, 1)
+        extra_tokens = None if condition is None else self.condition_tokens(condition)
+        if extra_tokens is not None:  # e.g. IWM's sequence conditioning: tokens beside the context
+            if self.sort_tokens or not self._additive:
+                raise ValueError("condition tokens need an additive position table and sort_tokens=False (they "
+                                 "have no grid position)")
+            x = torch.cat([x, extra_tokens.to(x.dtype)], dim=1)
+            n_ctx = x.shape[1]
+        x = torch.cat([x, queries], dim=1)
         ids = torch.cat([torch.cat(masks_ctx, dim=0).repeat(n_tgt_masks, 1), ids_tgt], dim=1)
         if self.sort_tokens:
             order = torch.argsort(ids, dim=1)
