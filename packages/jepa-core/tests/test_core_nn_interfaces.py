@@ -267,6 +267,36 @@ def test_conditioned_predictor_queries():
         plain(z, mc, mt, condition=a)
 
 
+class TokenConditioned(MaskTokenPredictor):
+    """Condition tokens through the ``condition_tokens`` hook: one token per condition entry."""
+
+    def condition_tokens(self, condition):  # a fixed direction (a constant one would vanish in LayerNorm)
+        return condition[:, :, None] * torch.linspace(-1, 1, self.predictor_embed_dim)
+
+
+def test_condition_tokens_join_the_sequence_but_not_the_output():
+    B, nc, nt = 3, 2, 2
+    mc, mt = _rand_masks(B, 16, 5, nc, seed=1), _rand_masks(B, 16, 3, nt, seed=2)
+    z = torch.randn(nc * B, 5, 16)
+    plain = _pred()
+    torch.manual_seed(0)
+    tok = TokenConditioned(SinCos2D(), (4, 4), embed_dim=16, predictor_embed_dim=8, depth=2, num_heads=2).eval()
+    tok.load_state_dict(plain.state_dict())
+    a = torch.randn(B, 4)
+    out = tok(z, mc, mt, condition=a)
+    assert out.shape == plain(z, mc, mt).shape == (nt * nc * B, 3, 16)  # the extra tokens are not returned
+    assert not torch.allclose(out, plain(z, mc, mt))  # but attended to
+    assert torch.equal(tok(z, mc, mt), plain(z, mc, mt))  # no condition: no tokens
+    # rows are (target mask, context mask, sample), so sample 1's condition changes its rows only
+    a2 = a.clone()
+    a2[1] += 1.0
+    changed = (tok(z, mc, mt, condition=a2) - out).abs().flatten(1).amax(1) > 1e-6
+    assert changed.tolist() == [r % B == 1 for r in range(nt * nc * B)]
+    tok.sort_tokens = True
+    with pytest.raises(ValueError, match="condition tokens need an additive position table"):
+        tok(z, mc, mt, condition=a)
+
+
 class ActionPredictor(MaskTokenPredictor):
     """A subclass that builds its own queries: mask token + position + a learned embedding of a
     discrete action per sample (through the ``make_queries`` hook)."""

@@ -319,3 +319,30 @@ def test_bench_cases_are_registered():
     batch = bench.make_iwm_batch("tiny", cfg, benchmark.Context(repeats=1, warmup=0, log=lambda s: None))
     assert batch["target_images"].shape == batch["images"].shape == (16, 3, 224, 224)
     assert batch["action"].shape == (16, V.ACTION_DIM)
+
+
+def test_source_view_is_remade_from_the_target_parameters_and_the_action():
+    """The action carries the jitter differences and the destructive flags: from the target view's
+    recorded parameters, the action and the recorded blur sigma, the source view is remade
+    exactly (the shared crop and flip from the recorded boxes)."""
+    cfg = _cfg("views.blur_p=0.5", "views.solarize_p=0.5")
+    dataset, collate = iwm.build_train_data(cfg)
+    samples = [dataset[i] for i in range(32)]
+    batch = collate(samples)
+    views = collate.batch_transform
+    action, pt, ps = batch["action"], batch["params_target"], batch["params_source"]
+    names = list(V.VIEW_PARAMS)
+    jitter = [names.index(k) for k in ("brightness", "contrast", "saturation", "hue")]
+    source = pt.clone()
+    source[:, jitter] = pt[:, jitter] - action[:, :4]  # the action is target minus source
+    source[:, names.index("grayscale")] = action[:, 4]
+    source[:, names.index("solarize")] = action[:, 6]
+    blur = ps[:, names.index("blur_sigma")]
+    assert torch.equal(action[:, 5], (blur > 0).float())  # the flag; sigma is a recorded parameter
+    source[:, names.index("blur_sigma")] = blur
+    assert torch.allclose(source, ps, atol=1e-6)
+    assert action[:, 5].sum() > 0 and action[:, 6].sum() > 0  # blur and solarise happened
+    shared = views.shared_view(torch.stack([s[0] for s in samples]), batch["crop_boxes"], batch["flipped"])
+    remade = views.normalize(V.apply_view(shared, source, cfg.views))
+    assert torch.allclose(remade, batch["images"], atol=1e-5)
+    assert torch.equal(views.normalize(V.apply_view(shared, pt, cfg.views)), batch["target_images"])

@@ -131,9 +131,7 @@ class MaskTokenPredictor(nn.Module):
             queries = token + self.predictor_pos_embed[0][ids_tgt]
         else:
             queries = token.expand(ids_tgt.shape[0], ids_tgt.shape[1], -1)
-        if condition is not None:
-            if self.condition_embed is None:
-                raise ValueError("a condition was given but this predictor has no condition_embed")
+        if condition is not None and self.condition_embed is not None:
             queries = queries + self.condition_embed(condition).unsqueeze(1)
         return queries
 
@@ -169,6 +167,10 @@ class MaskTokenPredictor(nn.Module):
         queries = self.make_queries(ids_tgt, mask_index, condition).to(x.dtype)
         x = x.repeat(n_tgt_masks, 1, 1)
         extra_tokens = None if condition is None else self.condition_tokens(condition)
+        if condition is not None and extra_tokens is None and self.condition_embed is None \
+                and type(self).make_queries is MaskTokenPredictor.make_queries:
+            raise ValueError("a condition was given but this predictor has no condition_embed (nor a make_queries "
+                             "or condition_tokens override that reads it)")
         if extra_tokens is not None:  # e.g. IWM's sequence conditioning: tokens beside the context
             if self.sort_tokens or not self._additive:
                 raise ValueError("condition tokens need an additive position table and sort_tokens=False (they "
