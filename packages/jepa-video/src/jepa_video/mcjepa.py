@@ -70,6 +70,7 @@ class MCJEPAModelConfig:
     radius: int = 4  # cost-volume search radius (PWC-Net's; not stated)
     hidden: tuple[int, ...] = (128, 96, 64)  # the estimator's convs per level (not stated)
     max_flow: float | None = None  # clip per level, in that level's pixels (not stated)
+    normalize_features: bool = True  # LayerNorm each pixel's features before the cost volume (not stated)
     expander: tuple[int, ...] = (8192, 8192, 8192)  # VICReg expander (the paper's 8192 x 3)
 
 
@@ -214,7 +215,8 @@ def build_model(cfg: MCJEPAConfig) -> MCJEPA:
     m = cfg.model
     encoder = build_encoder(m)
     # zero-initialised flow heads: training starts from zero flow instead of random large flows
-    estimator = FlowEstimator(encoder.dims, radius=m.radius, hidden=m.hidden, max_flow=m.max_flow, zero_init=True)
+    estimator = FlowEstimator(encoder.dims, radius=m.radius, hidden=m.hidden, max_flow=m.max_flow, zero_init=True,
+                              normalize=m.normalize_features)
     dims = (encoder.dims[-1],) + tuple(m.expander)
     layers: list[nn.Module] = []
     for i in range(len(dims) - 1):

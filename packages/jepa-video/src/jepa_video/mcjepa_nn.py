@@ -184,7 +184,10 @@ class FlowEstimator(nn.Module):
     (the activation is not stated in the sources we could check; PWC-Net's). With
     ``max_flow`` (a float, or one per level finest-first) each level's flow is clamped to
     ``[-max_flow, max_flow]`` pixels of that level (the paper clips flow; the bound is not
-    stated). ``zero_init`` zeroes each level's last conv so the initial flow is 0.
+    stated). ``zero_init`` zeroes each level's last conv so the initial flow is 0. ``normalize``
+    layer-normalises each pixel's features over channels before the cost volume and the nets
+    (not stated in the sources we could check; it makes the matching independent of the
+    features' scale, which is small early in training).
 
     ``forward(feats1, feats2) -> [flow_0, ..., flow_{L-1}]`` finest-first, ``flow_l`` is
     ``[B, 2, h_l, w_l]``: ``flow_{1->2}`` in pixels of level ``l``.
@@ -198,8 +201,10 @@ class FlowEstimator(nn.Module):
         max_flow: float | Sequence[float] | None = None,
         zero_init: bool = False,
         negative_slope: float = 0.1,
+        normalize: bool = False,
     ):
         super().__init__()
+        self.normalize = normalize
         self.feature_dims = tuple(int(d) for d in feature_dims)
         self.radius = int(radius)
         n = len(self.feature_dims)
@@ -226,6 +231,9 @@ class FlowEstimator(nn.Module):
         flow = None
         for i in reversed(range(len(self.nets))):
             f1, f2 = feats1[i], feats2[i]
+            if self.normalize:  # per-pixel LayerNorm over channels: the cost volume ignores feature scale
+                f1 = F.layer_norm(f1.transpose(1, -1), (f1.shape[1],)).transpose(1, -1)
+                f2 = F.layer_norm(f2.transpose(1, -1), (f2.shape[1],)).transpose(1, -1)
             if flow is None:
                 x = torch.cat((f1, local_correlation(f1, f2, self.radius)), 1)
                 flow = self.nets[i](x)
