@@ -282,7 +282,7 @@ def case_iwm_views(ctx: Context) -> list[Row]:
         with single_thread():
             t, _ = interleaved([lambda c=collate, s=samples: c(s)], ctx.warmup, ctx.repeats, torch.device("cpu"))
         rows.append(Row(f"IWM paired views + masks, {batch} images {img} px, 1 thread", t[0],
-                        note=f"{batch / t[0] * 1000:.0f} images/s"))
+                        note=f"{batch / t[0]:.0f} images/s"))
     return rows
 
 
