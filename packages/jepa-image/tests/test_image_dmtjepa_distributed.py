@@ -5,12 +5,10 @@ trainable module, so its gradients are all-reduced; the target head follows by E
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from jepa_core.testing import run_pretrain
 
 TINY = [
     "model.encoder=custom", "model.embed_dim=32", "model.depth=2", "model.num_heads=2",
@@ -21,14 +19,7 @@ TINY = [
 
 
 def _run(nproc: int, run_dir, batch: int, *extra: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    launch = [sys.executable] if nproc == 0 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd = [*launch, "-m", "jepa_core.cli", "pretrain", "dmtjepa", *TINY, f"data.batch_size={batch}", *extra,
-           "--run-dir", str(run_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_pretrain("dmtjepa", [*TINY, f"data.batch_size={batch}", *extra], run_dir, nproc)
 
 
 @pytest.mark.slow

@@ -172,3 +172,25 @@ def unranged_fields(cls: type) -> list[str]:
         elif numeric(tp) and f.name not in declared:
             out.append(f.name)
     return out
+
+
+def run_pretrain(method: str, args: list[str], run_dir, nproc: int = 0, timeout: float = 300,
+                 resume: bool = False):
+    """``jepa pretrain <method> <args> --run-dir <run_dir>`` in a subprocess: a plain process
+    (``nproc=0``) or ``torchrun --standalone --nproc_per_node=<nproc>`` (gloo on CPU), one
+    thread each and none of the caller's torchrun variables; fails the test with the output's
+    tail unless it exits 0. Returns the ``subprocess.CompletedProcess``."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    launch = [sys.executable] if nproc == 0 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd = [*launch, "-m", "jepa_core.cli", "pretrain", method, *args, "--run-dir", str(run_dir)]
+    proc = subprocess.run(cmd + (["--resume"] if resume else []), capture_output=True, text=True, timeout=timeout,
+                          env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc

@@ -44,7 +44,7 @@ from torch import nn
 
 from jepa_image import ijepa
 from jepa_image import iwm_views as V
-from jepa_image.ijepa import IJEPAModelConfig, ImageDataConfig
+from jepa_image.ijepa import IJEPAConfig, IJEPAModelConfig, ImageDataConfig
 
 IWM_MASK_TAG = 0x69776D  # "iwm": the generator of a batch's union-of-blocks masks
 
@@ -130,11 +130,9 @@ class IWMConfig(BaseConfig):
     world_model_eval: WorldModelEvalConfig = field(default_factory=WorldModelEvalConfig)
 
     def check(self, prefix: str) -> None:
-        size, patch = self.data.image_size, self.model.patch_size
-        if size % patch:
-            raise ConfigError(f"data.image_size={size} is not a multiple of model.patch_size={patch}; e.g. "
-                              f"data.image_size={max(patch, size - size % patch)}")
-        grid = size // patch
+        """I-JEPA's check (whole patches), then: the masks fit the token grid."""
+        IJEPAConfig.check(self, prefix)
+        grid = self.data.image_size // self.model.patch_size
         UnionBlockMaskSampler(self.mask, grid, grid)  # raises a ConfigError when the masks cannot fit
 
 
