@@ -84,7 +84,7 @@ def test_bad_config_names_the_key_and_the_fix():
         _cfg("views.solarize_p=-0.1")
     with pytest.raises(ConfigError, match=r"views.jitr_p|valid"):
         _cfg("views.jitr_p=0.5")
-    with pytest.raises(ConfigError, match=r"cover the whole"):
+    with pytest.raises(ConfigError, match=r"leaves 0 of the 7x7 tokens visible, fewer than mask.min_context=4"):
         _cfg("mask.block_scale=[0.9,1.0]", "mask.num_blocks=4")
 
 
@@ -110,6 +110,17 @@ def test_union_masks_partition_the_grid_and_are_seeded():
     assert torch.equal(again["masks_enc"][0], ctx) and torch.equal(again["masks_pred"][0], tgt)
     other = sampler(32, StepSeeds(0, None, 6))
     assert not torch.equal(other["masks_pred"][0], tgt)
+
+
+def test_positions_are_drawn_again_until_every_image_keeps_min_context():
+    """Large blocks that can hide almost all of a small grid: every image of every batch still
+    keeps mask.min_context visible tokens (the positions are redrawn from the same generator)."""
+    cfg = IWMMaskConfig(num_blocks=4, block_scale=(0.3, 0.35), min_context=6)
+    sampler = UnionBlockMaskSampler(cfg, 6, 6)
+    for step in range(30):
+        out = sampler(16, StepSeeds(0, None, step))
+        assert out["masks_enc"][0].shape[1] >= 6
+    assert torch.equal(sampler(16, StepSeeds(0, None, 3))["masks_enc"][0], sampler(16, StepSeeds(0, None, 3))["masks_enc"][0])
 
 
 def test_one_image_sees_everything_outside_the_blocks():

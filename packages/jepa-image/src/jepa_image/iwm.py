@@ -47,6 +47,7 @@ from jepa_image import iwm_views as V
 from jepa_image.ijepa import IJEPAConfig, IJEPAModelConfig, ImageDataConfig
 
 IWM_MASK_TAG = 0x69776D  # "iwm": the generator of a batch's union-of-blocks masks
+REDRAWS = 20  # block positions drawn again at most this often when an image keeps too few tokens
 
 # ---------------------------------------------------------------------------------------------
 # config
@@ -87,7 +88,7 @@ class IWMMaskConfig:
     num_blocks: int = 4
     block_scale: tuple[float, float] = (0.15, 0.2)
     aspect_ratio: tuple[float, float] = (0.75, 1.5)
-    min_context: int = 4  # a batch whose masks leave fewer visible tokens is an error
+    min_context: int = 4  # fewer visible tokens in an image: the batch's positions are drawn again
 
 
 @ranges(mrr_candidates=">=2", mrr_images=">=1", mrr_batch_size=">=1", finetune_epochs=">=1", finetune_lr=">0",
@@ -149,11 +150,11 @@ class UnionBlockMaskSampler:
     def __init__(self, cfg: IWMMaskConfig, grid_h: int, grid_w: int):
         self.cfg, self.H, self.W = cfg, grid_h, grid_w
         n = grid_h * grid_w
-        largest = self._size(1.0)
-        covered = min(n, cfg.num_blocks * largest[0] * largest[1])
-        if n - covered < cfg.min_context and self._size(0.0)[0] * self._size(0.0)[1] * cfg.num_blocks >= n:
-            raise ConfigError(f"mask: {cfg.num_blocks} blocks of scale {tuple(cfg.block_scale)} cover the whole "
-                              f"{grid_h}x{grid_w} token grid; lower mask.block_scale or mask.num_blocks")
+        largest = max(h * w for h, w in (self._size(r / 100) for r in range(101)))
+        if n - largest < cfg.min_context:
+            raise ConfigError(f"mask: one block of scale up to {cfg.block_scale[1]} leaves {n - largest} of the "
+                              f"{grid_h}x{grid_w} tokens visible, fewer than mask.min_context={cfg.min_context}; "
+                              "lower mask.block_scale, or use a smaller patch")
 
     def _size(self, r: float) -> tuple[int, int]:
         """Block height and width for the uniform draw ``r`` (I-JEPA's rule: scale and aspect
@@ -172,9 +173,12 @@ class UnionBlockMaskSampler:
         every block of a batch has the same size)."""
         h, w = self._size(torch.rand(1, generator=g).item())
         shape = (batch_size, self.cfg.num_blocks)
-        top = torch.randint(0, self.H - h + 1, shape, generator=g)
-        left = torch.randint(0, self.W - w + 1, shape, generator=g)
-        blocks = block_masks(top, left, h, w, self.H, self.W)  # [B, num_blocks, N]
+        for _ in range(REDRAWS):  # positions again (same generator) while an image keeps too few tokens
+            top = torch.randint(0, self.H - h + 1, shape, generator=g)
+            left = torch.randint(0, self.W - w + 1, shape, generator=g)
+            blocks = block_masks(top, left, h, w, self.H, self.W)  # [B, num_blocks, N]
+            if int((~blocks.any(dim=1)).sum(1).min()) >= self.cfg.min_context:
+                break
         masked = blocks.nonzero()[:, 2].view(batch_size, -1)  # raster order within each block
         order = torch.rand(blocks.shape[::2], generator=g)  # random truncation order of the context
         return _truncate(~blocks.any(dim=1), order), masked
@@ -182,8 +186,8 @@ class UnionBlockMaskSampler:
     def __call__(self, batch_size: int, seeds: StepSeeds, inputs=None) -> dict:
         ctx, tgt = self.masks(batch_size, seeds.generator(IWM_MASK_TAG))
         if ctx.shape[1] < self.cfg.min_context:
-            raise ConfigError(f"mask: a batch left only {ctx.shape[1]} visible tokens (mask.min_context="
-                              f"{self.cfg.min_context}); lower mask.block_scale or mask.num_blocks")
+            raise ConfigError(f"mask: {REDRAWS} draws in a row left an image with {ctx.shape[1]} visible tokens "
+                              f"(mask.min_context={self.cfg.min_context}); lower mask.block_scale or mask.num_blocks")
         return {"masks_enc": [ctx], "masks_pred": [tgt]}
 
 
