@@ -301,6 +301,8 @@ def test_pretrain_ends_with_the_world_model_table(tmp_path):
     chance) and predictor fine-tuning (pretrained and re-initialised predictor)."""
     import json
 
+    if registry.get_evaluator("world_model") is None:
+        pytest.skip("the world_model evaluator (jepa-eval) is not installed")
     run = tmp_path / "wm"
     overrides = [o for o in TINY if o != "eval.enabled=false"] + [
         "optim.max_steps=3", "eval.train_samples=200", "eval.protocols=[linear]", "eval.monitor_every=0",

@@ -71,6 +71,8 @@ class MCJEPAModelConfig:
     hidden: tuple[int, ...] = (128, 96, 64)  # the estimator's convs per level (not stated)
     max_flow: float | None = None  # clip per level, in that level's pixels (not stated)
     normalize_features: bool = True  # LayerNorm each pixel's features before the cost volume (not stated)
+    input_mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # frames in [0, 1] are normalised before the encoder
+    input_std: tuple[float, ...] = (0.229, 0.224, 0.225)
     expander: tuple[int, ...] = (8192, 8192, 8192)  # VICReg expander (the paper's 8192 x 3)
 
 
@@ -117,6 +119,26 @@ class MCJEPAConfig(BaseConfig):
 
 # ---------------------------------------------------------------------------------------------
 # model
+
+
+class NormalizedPyramid(nn.Module):
+    """The pyramid encoder on frames in [0, 1], normalised first by ``mean`` / ``std`` (measured:
+    on raw [0, 1] frames a randomly initialised conv pyramid's features are dominated by the
+    local mean colour and an estimator trained on them *with* the true flow does not
+    generalise in 300 steps; normalised, it does). ``forward`` returns the levels finest-first,
+    ``pooled`` the content features; ``dims`` as the pyramid's."""
+
+    def __init__(self, pyramid: nn.Module, mean, std):
+        super().__init__()
+        self.pyramid, self.dims = pyramid, pyramid.dims
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.pyramid((x - self.mean) / self.std)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)[-1].mean(dim=(-2, -1))
 
 
 class PyramidTokens(nn.Module):
@@ -207,8 +229,9 @@ def _level(weights: tuple[float, ...], i: int) -> float:
     return weights[min(i, len(weights) - 1)] if weights else 0.0
 
 
-def build_encoder(m: MCJEPAModelConfig) -> nn.Module:
-    return ConvNeXtPyramid() if m.encoder == "convnext_t" else ConvPyramid(3, m.channels)
+def build_encoder(m: MCJEPAModelConfig) -> NormalizedPyramid:
+    pyramid = ConvNeXtPyramid() if m.encoder == "convnext_t" else ConvPyramid(3, m.channels)
+    return NormalizedPyramid(pyramid, m.input_mean, m.input_std)
 
 
 def build_model(cfg: MCJEPAConfig) -> MCJEPA:
