@@ -295,29 +295,6 @@ def test_demo_preset_trains(tmp_path):
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
 
 
-@pytest.mark.slow
-def test_pretrain_ends_with_the_world_model_table(tmp_path):
-    """The `world_model` evaluator after a tiny run: probes, MRR rows (pretrained, random init,
-    chance) and predictor fine-tuning (pretrained and re-initialised predictor)."""
-    import json
-
-    if registry.get_evaluator("world_model") is None:
-        pytest.skip("the world_model evaluator (jepa-eval) is not installed")
-    run = tmp_path / "wm"
-    overrides = [o for o in TINY if o != "eval.enabled=false"] + [
-        "optim.max_steps=3", "eval.train_samples=200", "eval.protocols=[linear]", "eval.monitor_every=0",
-        "world_model_eval.mrr_images=8", "world_model_eval.mrr_candidates=6", "world_model_eval.finetune_epochs=1",
-        "world_model_eval.predictor_finetune=true", "world_model_eval.finetune_batch_size=64"]
-    pretrain("iwm", overrides=overrides, run_dir=run)
-    results = json.loads((run / "eval" / "results.json").read_text())
-    rows = results["world_model"]["rows"]
-    assert rows["chance (action ignored)"]["mrr"] == pytest.approx(sum(1 / k for k in range(1, 7)) / 6, abs=1e-4)
-    assert 0 < rows["random init"]["mrr"] <= 1
-    pre = next(v for k, v in rows.items() if k.startswith("pretrained ("))
-    assert 0 < pre["mrr"] <= 1 and 0 <= pre["predictor_finetune"] <= 100
-    assert "predictor_finetune" in rows["pretrained encoder, re-initialised predictor"]
-    assert "linear_probe" in results["pretrained (EMA target)"]
-
 
 def test_bench_cases_are_registered():
     from jepa_core import benchmark
