@@ -1,13 +1,15 @@
 """`jepa pretrain mcjepa`: the spec and presets, one training step (flow losses on frame pairs,
 VICReg on still images, no EMA target), the flow-start gate, the variance-covariance ablation,
-and the flow evaluator's table against known baselines."""
+and exact resume (the flow evaluator's table: tests/test_integration_evaluators.py)."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from jepa_core import registry
+from jepa_core.run import pretrain
 from jepa_video import mcjepa
 
 TINY = [
@@ -71,3 +73,29 @@ def test_variance_covariance_ablation_removes_the_term():
     assert float(out["vc"]) == 0.0
     out_on = mcjepa.build_model(_cfg())(_batch(_cfg()))
     assert float(out_on["vc"]) > 0  # the features start far below unit std
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_resume_after_a_kill_is_exact(tmp_path):
+    """Stopped after step 5 with step 4 the newest checkpoint, resumed to 8: the same weights
+    and logged losses as the uninterrupted run (the same pairs, still images and views)."""
+    import csv
+
+    args = TINY + ["eval.enabled=false", "train.checkpoint_every=2", "train.log_every=1", "train.seed=3"]
+    full = pretrain("mcjepa", overrides=args + ["optim.max_steps=8"], run_dir=tmp_path / "full")
+    run = tmp_path / "stopped"
+    pretrain("mcjepa", overrides=args + ["optim.max_steps=5"], run_dir=run)
+    (run / "checkpoints" / "latest.pt").unlink()
+    (run / "checkpoints" / "step-5.pt").unlink()
+    resumed = pretrain("mcjepa", overrides=args + ["optim.max_steps=8"], run_dir=run, resume=True)
+    assert resumed["steps"] == 8 and resumed["final_loss"] == full["final_loss"]
+    load = lambda p: torch.load(p / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)  # noqa: E731
+    a, b = load(tmp_path / "full"), load(run)
+    assert any(k.startswith("flow_estimator.") for k in a["model"])
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    rows = [list(csv.DictReader(open(r / "metrics.csv", newline=""))) for r in (tmp_path / "full", run)]
+    assert [int(r["step"]) for r in rows[1]] == list(range(1, 9))
+    for ra, rb in zip(*rows):
+        assert ra["loss"] == rb["loss"] and ra["photometric"] == rb["photometric"], ra["step"]
