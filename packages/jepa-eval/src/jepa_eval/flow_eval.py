@@ -25,7 +25,14 @@ from pathlib import Path
 import torch
 from jepa_core.config import ConfigError
 
-from jepa_eval.flow import FlowFolder, FlowMetricAccumulator, plot_flows
+from jepa_eval.flow import (
+    FlowFolder,
+    FlowMetricAccumulator,
+    mean_flow,
+    mean_flow_baseline,
+    plot_flows,
+    zero_flow_baseline,
+)
 from jepa_eval.pretrain import check_config as check_probes_config
 from jepa_eval.pretrain import evaluate_encoders
 
@@ -75,27 +82,22 @@ def _items(dataset, batch_size: int):
             yield a.float(), b.float(), flow.float(), mask, None
 
 
+def _ground_truth(dataset, batch_size: int = 64):
+    """``(flow, valid, occluded)`` batches: the items :mod:`jepa_eval.flow`'s baselines take."""
+    return ((gt, valid, occ) for _, _, gt, valid, occ in _items(dataset, batch_size))
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: (None if v is None else round(float(v), 4)) for k, v in metrics.items() if k in METRICS}
+
+
 @torch.no_grad()
-def score_flow(predict, dataset, device, batch_size: int = 16, baseline=None) -> dict:
-    """Metrics of ``predict(frame_t, frame_t1) -> flow`` over the dataset; ``baseline`` (a ``[2]``
-    vector) instead scores the constant flow it holds."""
+def score_flow(predict, dataset, device, batch_size: int = 16) -> dict:
+    """Metrics of ``predict(frame_t, frame_t1) -> flow`` over the dataset."""
     acc = FlowMetricAccumulator()
     for a, b, gt, valid, occ in _items(dataset, batch_size):
-        if baseline is None:
-            pred = predict(a.to(device), b.to(device)).float().cpu()
-        else:
-            pred = baseline.view(1, 2, 1, 1).expand_as(gt)
-        acc.update(pred, gt, valid, occ)
-    return {k: (None if v is None else round(float(v), 4)) for k, v in acc.compute().items() if k in METRICS}
-
-
-def _mean_flow(dataset, batch_size: int = 64) -> torch.Tensor:
-    total, count = torch.zeros(2, dtype=torch.float64), 0
-    for _, _, flow, valid, _ in _items(dataset, batch_size):
-        m = valid.unsqueeze(1).expand_as(flow)
-        total += flow.double().where(m, 0).sum(dim=(0, 2, 3))
-        count += int(valid.sum())
-    return (total / max(count, 1)).float()
+        acc.update(predict(a.to(device), b.to(device)).float().cpu(), gt, valid, occ)
+    return _rounded(acc.compute())
 
 
 def evaluate_flow(spec, cfg, model, device="cpu", out_dir=None, run_dir=None) -> dict:
@@ -119,12 +121,11 @@ def evaluate_flow(spec, cfg, model, device="cpu", out_dir=None, run_dir=None) ->
             fresh = spec.build_model(cfg).to(device).eval()
         rows["random init"] = score_flow(fresh.predict_flow, pairs, device)
         del fresh
-    rows["zero flow"] = score_flow(None, pairs, device, baseline=torch.zeros(2))
-    train = spec.extra.get("train_flow_data")
-    mean = _mean_flow(train(cfg) if train is not None and not getattr(cfg.data, "flow_root", None) else pairs)
-    name = "mean flow (training pairs)" if train is not None and not getattr(cfg.data, "flow_root", None) \
-        else "mean flow (oracle: the evaluated pairs' mean)"
-    rows[name] = score_flow(None, pairs, device, baseline=mean)
+    rows["zero flow"] = _rounded(zero_flow_baseline(_ground_truth(pairs)))
+    train = None if getattr(cfg.data, "flow_root", None) else spec.extra.get("train_flow_data")
+    mean = mean_flow(_ground_truth(pairs if train is None else train(cfg)))
+    name = "mean flow (training pairs)" if train is not None else "mean flow (oracle: the evaluated pairs' mean)"
+    rows[name] = _rounded(mean_flow_baseline(_ground_truth(pairs), mean))
     results = {"rows": rows, "source": source, "pairs": len(pairs), "seconds": round(time.perf_counter() - t0, 1)}
     png = None
     if out_dir is not None:

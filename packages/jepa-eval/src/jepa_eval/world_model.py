@@ -36,7 +36,7 @@ from jepa_core.schedules import WarmupCosine
 from torch import Tensor, nn
 from torch.utils.data import Subset
 
-from jepa_eval.attentive import AttentiveClassifier
+from jepa_eval.attentive import AttentiveClassifier, extract_tokens
 from jepa_eval.features import CorruptSamples, iterate_samples
 from jepa_eval.pretrain import DEFAULT_MAX_BAD_FRACTION, evaluate_encoders
 from jepa_eval.pretrain import check_config as check_probes_config
@@ -127,19 +127,21 @@ def world_model_mrr(wm: WorldModel, dataset, n_candidates: int, n_images: int | 
 # Predictor fine-tuning
 
 
-@torch.no_grad()
+class _Frozen(nn.Module):
+    """``wm.encode`` as a module, for :func:`jepa_eval.attentive.extract_tokens`."""
+
+    def __init__(self, wm: WorldModel):
+        super().__init__()
+        self.wm = wm
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.wm.encode(x)
+
+
 def _encode_all(wm: WorldModel, dataset, batch_size: int, device, max_bad_fraction, name: str) -> tuple[Tensor, Tensor]:
-    toks, labels = [], []
     corrupt = CorruptSamples(dataset, None, max_bad_fraction, name)
-    for (x, y), _ in iterate_samples(dataset, batch_size, corrupt):
-        toks.append(wm.encode(x.to(device)).float().cpu())
-        labels.append(torch.as_tensor(y).long().cpu())
-    if not toks:
-        raise ValueError(f"no {name} samples to encode (the dataset is empty or every sample is corrupt)")
-    tokens = torch.cat(toks)
-    if tokens.numel() * 4 > CACHE_FLOAT32_BYTES:
-        tokens = tokens.half()
-    return tokens, torch.cat(labels)
+    tokens, labels = extract_tokens(_Frozen(wm), dataset, batch_size, device, corrupt=corrupt)
+    return (tokens.half() if tokens.numel() * 4 > CACHE_FLOAT32_BYTES else tokens), labels
 
 
 def _num_heads(dim: int, hint: int | None) -> int:

@@ -380,7 +380,7 @@ class IWMWorldModel:
         if self.cfg.world_model_eval.mrr_source == "augmented":
             params_s = V.sample_view_params(views, b, generator, source=True).to(dev)
         else:
-            params_s = identity_params(b).to(dev)
+            params_s = torch.tensor(V.IDENTITY_PARAMS).repeat(b, 1).to(dev)
         source = V.apply_view(clean, params_s, views)
         targets = V.apply_view(clean.repeat_interleave(n, 0), params_t, views)
         norm = lambda x: (x - self.mean.to(dev)) / self.std.to(dev)  # noqa: E731
@@ -390,13 +390,6 @@ class IWMWorldModel:
         action = V.action_vector(params_s.repeat_interleave(n, 0), params_t, views.source)
         pred = m.predictor(z, [ctx.repeat_interleave(n, 0)], [tgt_n], condition=action)
         return pred.reshape(b, n, -1), cand.reshape(b, n, -1)
-
-
-def identity_params(n: int) -> torch.Tensor:
-    """``[n, len(VIEW_PARAMS)]`` parameters of an untransformed view (jitter factors 1, hue 0, no
-    destructive operation)."""
-    one = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0}
-    return torch.tensor([one.get(k, 0.0) for k in V.VIEW_PARAMS]).repeat(n, 1)
 
 
 class NullActionPredictor(nn.Module):

@@ -259,11 +259,7 @@ class PairsAndStills(Dataset):
     largest object's class (the content stream; the paper draws it from ImageNet)."""
 
     def __init__(self, cfg: MCJEPAConfig, split: str):
-        from jepa_video.flow_data import SyntheticFramePairs
-
-        d = cfg.data
-        n = d.train_clips if split == "train" else d.test_clips
-        self.pairs = SyntheticFramePairs(split, n, d.num_frames, d.image_size, cfg.train.seed)
+        self.pairs = build_flow_eval_data(cfg, split)
         self.clips = self.pairs.clips
         self.perm = torch.randperm(len(self.pairs), generator=torch.Generator().manual_seed(cfg.train.seed))
 
@@ -281,10 +277,10 @@ class PairsAndStills(Dataset):
 
 class ContentViews:
     """Batch transform: two random-resized crops (with flips) of each still image, drawn from
-    the step's seeded generator; also stamps the epoch for ``flow_start_epoch``."""
+    the step's seeded generator."""
 
-    def __init__(self, size: int, scale: tuple[float, float], steps_per_epoch: int):
-        self.size, self.scale, self.steps_per_epoch = size, tuple(scale), steps_per_epoch
+    def __init__(self, size: int, scale: tuple[float, float]):
+        self.size, self.scale = size, tuple(scale)
 
     def __call__(self, inputs: dict, generator: torch.Generator):
         still = inputs["still"]
@@ -311,7 +307,7 @@ class ContentViews:
 
 class _Collate(MaskCollator):
     def __init__(self, cfg: MCJEPAConfig, rank: int, world_size: int, steps_per_epoch: int):
-        views = ContentViews(cfg.data.image_size, cfg.data.crop_scale, steps_per_epoch)
+        views = ContentViews(cfg.data.image_size, cfg.data.crop_scale)
         super().__init__(None, seed=cfg.train.seed, rank=rank, input_key="pairs", batch_transform=views,
                          world_size=world_size, scope=cfg.train.draw_scope)
         self.steps_per_epoch = steps_per_epoch
@@ -358,12 +354,18 @@ def build_eval_data(cfg: MCJEPAConfig):
     return _Stills(cfg, "train"), _Stills(cfg, "test")
 
 
-def build_flow_eval_data(cfg: MCJEPAConfig):
-    """Held-out frame pairs with exact flow: ``(frame_t, frame_t1, flow, occluded)``."""
+def build_flow_eval_data(cfg: MCJEPAConfig, split: str = "test"):
+    """Frame pairs with exact flow, ``(frame_t, frame_t1, flow, occluded)``: held-out ones, or the
+    training pairs with ``split="train"`` (the mean-flow baseline)."""
     from jepa_video.flow_data import SyntheticFramePairs
 
     d = cfg.data
-    return SyntheticFramePairs("test", d.test_clips, d.num_frames, d.image_size, cfg.train.seed)
+    return SyntheticFramePairs(split, d.test_clips if split == "test" else d.train_clips, d.num_frames,
+                               d.image_size, cfg.train.seed)
+
+
+def build_flow_train_data(cfg: MCJEPAConfig):
+    return build_flow_eval_data(cfg, "train")
 
 
 SPEC = MethodSpec(
@@ -376,5 +378,5 @@ SPEC = MethodSpec(
     default_preset="demo",
     description="MC-JEPA: optical flow and content from one encoder (Bardes et al. 2023)",
     evaluator="flow",
-    extra={"flow_eval_data": build_flow_eval_data, "train_flow_data": lambda cfg: PairsAndStills(cfg, "train").pairs},
+    extra={"flow_eval_data": build_flow_eval_data, "train_flow_data": build_flow_train_data},
 )
