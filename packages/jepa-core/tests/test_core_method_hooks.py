@@ -194,8 +194,17 @@ def test_pretrain_and_jepa_eval_call_the_evaluator_the_spec_names(tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Sample quality" in report and "score " in report
     # `jepa eval` of the run folder: the same evaluator on the checkpoint's weights
+    (tmp_path / "run" / "eval").mkdir(exist_ok=True)
+    (tmp_path / "run" / "eval" / "results.json").write_text('{"first": 1}')
     out = evaluate_run(tmp_path / "run")
     assert out["evaluation"] == summary["evaluation"] and out["step"] == 3 and len(calls) == 2
+    # the earlier evaluation was kept beside the new one, not overwritten
+    kept = [d for d in (tmp_path / "run").iterdir() if d.name.startswith("eval-")]
+    assert len(kept) == 1 and (kept[0] / "results.json").read_text() == '{"first": 1}'
+    # an explicit folder: written there, nothing moved
+    out = evaluate_run(tmp_path / "run", out_dir=tmp_path / "other")
+    assert out["out_dir"] == str(tmp_path / "other") and calls[-1][3] == tmp_path / "other"
+    assert len([d for d in (tmp_path / "run").iterdir() if d.name.startswith("eval-")]) == 1
 
 
 def test_a_spec_whose_evaluator_is_not_installed_is_a_clear_message(tmp_path, caplog):

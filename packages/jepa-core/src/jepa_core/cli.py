@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", help="a `jepa pretrain` run folder, or one of its checkpoint files")
     ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.train_samples=5000")
     ev.add_argument("--protocol", help="comma-separated: linear,knn,attentive,lowshot,finetune,dense")
+    ev.add_argument("--out", help="folder for the results (default <run>/eval; an earlier evaluation "
+                                  "there is moved to <run>/eval-<time>, never overwritten)")
 
     sub.add_parser("list", help="installed methods, presets, evaluators and checkpoint converters")
 
@@ -199,7 +201,7 @@ def _main(argv: list[str]) -> int:
         from jepa_core.run import evaluate_run
 
         protocols = [p.strip() for p in args.protocol.split(",") if p.strip()] if args.protocol else None
-        summary = evaluate_run(args.run_dir, args.overrides, protocols)
+        summary = evaluate_run(args.run_dir, args.overrides, protocols, out_dir=args.out)
         _print_summary(summary)
     elif args.command == "list":
         for name in registry.methods():

@@ -417,11 +417,13 @@ def load_run(path: str | Path, overrides: list[str] | None = None) -> dict[str, 
 
 
 def evaluate_run(
-    path: str | Path, overrides: list[str] | None = None, protocols: list[str] | None = None
+    path: str | Path, overrides: list[str] | None = None, protocols: list[str] | None = None,
+    out_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """``jepa eval``: evaluate the newest readable checkpoint of a `jepa pretrain` run folder, or
     one checkpoint file (ours: it carries its config), with the method's evaluator. Results go to
-    ``<run>/eval/``."""
+    ``out_dir``, by default ``<run>/eval/``; an earlier evaluation found there is kept, moved to
+    ``<run>/eval-<time of its results>/`` (:func:`archive_eval_dir`), so nothing is overwritten."""
     if protocols:
         overrides = list(overrides or []) + [f"eval.protocols=[{','.join(protocols)}]"]
     run = load_run(path, overrides)
@@ -430,8 +432,32 @@ def evaluate_run(
     model = run["model"].to(device)
     if spec.evaluator is None:
         raise ConfigError(f"method {spec.name!r} has no evaluator (its MethodSpec.evaluator is None)")
-    evaluation = evaluate_model(spec, cfg, model, device, out_dir=run_dir / "eval", run_dir=run_dir)
+    if out_dir is None:
+        out_dir = run_dir / "eval"
+        archived = archive_eval_dir(out_dir)
+        if archived is not None:
+            log.info("the earlier evaluation in %s was moved to %s", out_dir, archived)
+    evaluation = evaluate_model(spec, cfg, model, device, out_dir=Path(out_dir), run_dir=run_dir)
     if evaluation is None:
         raise ConfigError(f"evaluator {spec.evaluator!r} found nothing to evaluate for method {spec.name!r}")
     return {"run_dir": str(run_dir), "checkpoint": str(run["checkpoint"]), "step": run["step"],
-            "evaluation": evaluation["results"], "evaluation_markdown": evaluation["markdown"]}
+            "out_dir": str(out_dir), "evaluation": evaluation["results"],
+            "evaluation_markdown": evaluation["markdown"]}
+
+
+def archive_eval_dir(eval_dir: Path) -> Path | None:
+    """Move a non-empty evaluation folder aside, to ``<parent>/eval-<YYYYmmdd-HHMMSS>`` named after
+    the time its newest file was written (a counter is appended if that name is taken), so a new
+    `jepa eval` never overwrites an earlier one. Returns the new path, or None if there was
+    nothing to keep."""
+    eval_dir = Path(eval_dir)
+    files = [f for f in eval_dir.rglob("*") if f.is_file()] if eval_dir.is_dir() else []
+    if not files:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(max(f.stat().st_mtime for f in files)))
+    target, n = eval_dir.with_name(f"{eval_dir.name}-{stamp}"), 1
+    while target.exists():
+        n += 1
+        target = eval_dir.with_name(f"{eval_dir.name}-{stamp}-{n}")
+    eval_dir.rename(target)
+    return target
