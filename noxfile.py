@@ -14,13 +14,14 @@ import nox
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = [
-    "tests-jepa-core", "tests-jepa-image", "tests-jepa-video", "tests-jepa-eval", "tests-integration", "lint",
+    "tests-jepa-core", "tests-jepa-image", "tests-jepa-video", "tests-jepa-skeleton", "tests-jepa-eval",
+    "tests-integration", "lint",
 ]
 
 # package: the extras its tests need (plots: the PNGs a run writes; torchcodec: tested where
 # FFmpeg's libraries are installed, .ci/run installs them, skipped elsewhere)
 PACKAGES = {"jepa-core": ["plots", "safetensors", "slurm"], "jepa-image": ["plots"], "jepa-video": ["torchcodec"],
-            "jepa-eval": []}
+            "jepa-skeleton": [], "jepa-eval": []}
 ENV = {"UV_COMPILE_BYTECODE": "1", "UV_PYTHON_DOWNLOADS": "never"}
 
 

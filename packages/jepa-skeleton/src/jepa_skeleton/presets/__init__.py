@@ -1,0 +1,1 @@
+"""YAML presets of the skeleton methods (``sjepa_<preset>.yaml``)."""
