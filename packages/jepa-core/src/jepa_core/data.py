@@ -105,6 +105,24 @@ class StepBatchSampler(Sampler[list[tuple[int, int, int]]]):
         return max(self.total_steps - self.start_step, 0)
 
 
+def epoch_of_batch(step: int, steps_per_epoch: int, grad_accum: int = 1, ipe: int | None = None) -> int:
+    """The epoch, as the Trainer counts it, of the loader batch stamped ``step``.
+
+    The loader stamps micro-batches (``optim.grad_accum`` of them make one optimizer step),
+    while the Trainer's epochs count optimizer steps: ``ipe = optim.ipe or steps_per_epoch //
+    grad_accum`` of them (its ``epoch`` column is ``step / ipe``). So the batch belongs to
+    optimizer step ``step // grad_accum`` and to epoch ``(step // grad_accum) // ipe``, and
+    every micro-batch of an optimizer step is in the same epoch. ``steps_per_epoch``: loader
+    batches per epoch (:attr:`StepBatchSampler.steps_per_epoch`, ``len(dataset) //
+    world_size // batch_size``). A batch whose samples were all corrupt is skipped by the
+    Trainer but still stamped, so after such a batch the loader step runs ahead of the
+    optimizer steps by one micro-batch.
+    """
+    accum = max(1, int(grad_accum))
+    ipe = int(ipe) if ipe else max(1, steps_per_epoch // accum)
+    return (step // accum) // ipe
+
+
 class StampedDataset(Dataset):
     """Wraps a map-style dataset for :class:`StepBatchSampler` (keys ``(index, step)`` or
     ``(index, step, slot)``).

@@ -131,8 +131,12 @@ class MaskCollator:
             ``slots=`` and ``total=`` keywords is called, in the global scope, with this
             process's slots and the global batch size, and must draw its random parameters for
             all ``total`` samples and apply those of ``slots`` (process-count invariant); one
-            that does not gets a generator seeded by (seed, rank, step, ``AUG_TAG``). The extra
-            fields (e.g. augmentation parameters a predictor is conditioned on) join the batch.
+            that does not gets a generator seeded by (seed, rank, step, ``AUG_TAG``). One that
+            takes a ``step=`` keyword also gets the batch's step (the loader step stamped on
+            the samples, or the internal counter without stamps; see :meth:`step_of` and
+            :func:`jepa_core.data.epoch_of_batch` for the epoch a method is in). The extra
+            fields (e.g. augmentation parameters a predictor is conditioned on, or the epoch)
+            join the batch.
         scope: ``"global"`` or ``"process"`` (see the module docstring).
     """
 
@@ -155,7 +159,11 @@ class MaskCollator:
         self.input_key = input_key
         self.batch_transform = batch_transform
         self._transform_takes_slots = batch_transform is not None and _takes_slots(batch_transform)
+        self._transform_takes_step = batch_transform is not None and _takes_keyword(batch_transform, "step")
         self._counter = -1
+        self.last_step: int | None = None
+        """The step of the last batch this collator made (in this process: each DataLoader
+        worker holds its own copy)."""
 
     def step_seeds(self, step: int, slots: torch.Tensor | None = None) -> StepSeeds:
         """The seeds of the batch at ``step``: rank-free in the global scope (``slots``: this
@@ -164,12 +172,21 @@ class MaskCollator:
             return StepSeeds(self.seed, None, step, slots)
         return StepSeeds(self.seed, self.rank, step)
 
+    def step_of(self, samples: list) -> int | None:
+        """The step stamped on ``samples`` (:class:`jepa_core.data.Stamped`, from the Trainer's
+        loader: the loader batch's index, counting every micro-batch of ``optim.grad_accum``
+        and any all-corrupt batch skipped, the same with any number of workers and after a
+        resume), or None for unstamped samples (:meth:`__call__` then counts batches itself)."""
+        s = next((x for x in samples if isinstance(x, Stamped)), None)
+        return s.step if s is not None else None
+
     def __call__(self, samples: list) -> dict:
         slots = self._slots(samples)
         collated, step, num_bad = collate_stamped(samples)
         if step is None:
             self._counter += 1
             step = self._counter
+        self.last_step = step
         if collated is None:  # every sample was corrupt: the trainer skips this batch
             return {"skip": True, "num_bad": num_bad}
         if isinstance(collated, torch.Tensor):
@@ -181,10 +198,11 @@ class MaskCollator:
         seeds = self.step_seeds(step, slots if is_global else None)
         extra: Mapping[str, Any] = {}
         if self.batch_transform is not None:
+            kw: dict[str, Any] = {"step": step} if self._transform_takes_step else {}
             if is_global and self._transform_takes_slots:
-                out = self.batch_transform(inputs, seeds.generator(AUG_TAG), slots=slots, total=total)
+                out = self.batch_transform(inputs, seeds.generator(AUG_TAG), slots=slots, total=total, **kw)
             else:
-                out = self.batch_transform(inputs, StepSeeds(self.seed, self.rank, step).generator(AUG_TAG))
+                out = self.batch_transform(inputs, StepSeeds(self.seed, self.rank, step).generator(AUG_TAG), **kw)
             inputs, extra = out if _is_with_fields(out) else (out, extra)
         fields: Mapping[str, Any] = {}
         if self.sampler is not None:
@@ -218,6 +236,16 @@ def _takes_slots(fn) -> bool:
     except (TypeError, ValueError):
         return False
     return "slots" in params and "total" in params
+
+
+def _takes_keyword(fn, name: str) -> bool:
+    """Whether ``fn`` accepts the keyword ``name`` (by name, not through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    p = params.get(name)
+    return p is not None and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 def _take_rows(fields: Mapping[str, Any], rows: torch.Tensor, total: int) -> dict[str, Any]:
