@@ -22,7 +22,7 @@ def test_entry_point_names_the_cases():
     installed = [ep for ep in metadata.entry_points(group="jepa.bench") if ep.name == name]
     if installed:  # an environment synced since the entry point was added
         assert installed[0].load() is bench.CASES
-    assert [c.name for c in bench.CASES] == ["masks", "steps", "data", "accuracy", "ckpt"]
+    assert [c.name for c in bench.CASES] == ["masks", "steps", "data", "accuracy", "ckpt", "mcjepa"]
     assert [c.name for c in bench.CASES if not c.default] == ["accuracy", "ckpt"]
     # `jepa video check` comes through the same mechanism (group jepa.commands)
     ((name, value),) = eps["jepa.commands"].items()
@@ -60,3 +60,16 @@ def test_model_and_batch_of_a_size(method):
 def test_steps_case_tiny():
     rows = bench.case_steps(_ctx(sizes=("tiny",), methods=("vjepa2",)))
     assert [r.name.split(" train")[0] for r in rows] == ["V-JEPA 2"] and rows[0].mem_ours > 0
+
+
+def test_mcjepa_case_is_listed_and_runs(monkeypatch):
+    assert "mcjepa" in benchmark.cases() and bench.case_mcjepa in [c.fn for c in benchmark.cases()["mcjepa"]]
+    assert set(bench.MCJEPA_SIZES["tiny"]) == {"demo", "convnext_t"}  # both presets, each size
+    assert bench.case_mcjepa(_ctx(methods=("vjepa",))) == []  # --methods without mcjepa
+    model, batch, cfg = bench.build_mcjepa("convnext_t", "tiny", _ctx())
+    assert cfg.model.encoder == "convnext_t" and batch["pairs"].shape == (2, 2, 3, 64, 64)
+    assert batch["epoch"] >= cfg.loss.flow_start_epoch  # the step times the flow losses too
+    monkeypatch.setitem(bench.MCJEPA_SIZES, "tiny", {"demo": (32, 2)})  # a smaller demo step, for the test
+    (row,) = bench.case_mcjepa(_ctx())
+    assert row.name.startswith("MC-JEPA train step (demo), conv 4 levels, expander 256x256x256, 2 pairs")
+    assert row.ours > 0 and row.mem_ours > 0 and row.note.endswith("samples/s")

@@ -5,7 +5,9 @@
 per installed backend, on the demo mp4 and on an MPEG-4 Part 2 AVI with B-frames (where decord
 must read sequentially to be exact); ``accuracy`` (not default): every backend on every
 generated failure case of :mod:`jepa_video.testvideos`, against a sequential decode;
-``ckpt`` (not default): activation checkpointing against the plain step.
+``ckpt`` (not default): activation checkpointing against the plain step. ``mcjepa``: MC-JEPA's
+training step (flow losses on frame pairs and VICReg on two views of stills) of the ``demo``
+and ``convnext_t`` presets at :data:`MCJEPA_SIZES`.
 With official adapters in ``ctx.official["jepa"]`` / ``["vjepa2"]`` (benchmarks/official.py,
 repository only) the masks and steps cases time the official code beside ours.
 """
@@ -26,6 +28,15 @@ SIZES = {
     "large": ("vit_large", 224, 16, 8, 384, 12),
 }
 METHODS = {"vjepa": ("V-JEPA", "jepa"), "vjepa2": ("V-JEPA 2", "vjepa2")}  # label, upstream repo
+
+
+# size -> (frame px, batch) per MC-JEPA preset: frame pairs and as many stills per step
+MCJEPA_SIZES = {
+    "tiny": {"demo": (64, 8), "convnext_t": (64, 2)},
+    "small": {"demo": (128, 16), "convnext_t": (128, 4)},
+    "base": {"demo": (256, 32), "convnext_t": (256, 16)},
+    "large": {"demo": (256, 64), "convnext_t": (256, 32)},
+}
 
 
 def build_model(method: str, size: str, packed: bool = True):
@@ -196,5 +207,44 @@ def case_accuracy(ctx: bm.Context) -> list[bm.Row]:
     return rows
 
 
+def build_mcjepa(preset: str, size: str, ctx: bm.Context, seed: int = 0):
+    """``(model, batch)`` of MC-JEPA's ``preset`` at a benchmark size: random frames in [0, 1]
+    on ``ctx.device``, the flow losses on (``epoch`` past ``loss.flow_start_epoch``)."""
+    from jepa_core import registry
+
+    img, b = MCJEPA_SIZES[size][preset]
+    cfg = registry.get_method("mcjepa").load_config(preset, overrides=[f"data.image_size={img}"])
+    torch.manual_seed(seed)
+    from jepa_video.mcjepa import build_model as build
+
+    model = build(cfg).to(ctx.device).train()
+    g = torch.Generator().manual_seed(seed)
+    batch = {"pairs": torch.rand(b, 2, 3, img, img, generator=g).to(ctx.device),
+             "views": torch.rand(b, 2, 3, img, img, generator=g).to(ctx.device),
+             "epoch": cfg.loss.flow_start_epoch}
+    return model, batch, cfg
+
+
+def case_mcjepa(ctx: bm.Context) -> list[bm.Row]:
+    """MC-JEPA train steps (ours only: no official code was released)."""
+    if not ctx.wants("mcjepa"):
+        return []
+    prec = "fp32" if ctx.dtype is None else str(ctx.dtype).replace("torch.", "")
+    rows = []
+    for size in ctx.sizes:
+        for preset in MCJEPA_SIZES[size]:
+            model, batch, cfg = build_mcjepa(preset, size, ctx)
+            img, b = MCJEPA_SIZES[size][preset]
+            m = cfg.model
+            enc = "ConvNeXt-T 6 levels" if m.encoder == "convnext_t" else f"conv {len(m.channels)} levels"
+            rows.append(bm.step_row(ctx, f"MC-JEPA train step ({preset}), {enc}, expander "
+                                    f"{'x'.join(map(str, m.expander))}, {b} pairs + {b} stills {img} px, {prec}",
+                                    [bm.train_step(model, batch, ctx)], b))
+            del model, batch
+            if ctx.device.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
 CASES = [bm.BenchCase("masks", case_masks), bm.BenchCase("steps", case_steps), bm.BenchCase("data", case_data),
-         bm.BenchCase("accuracy", case_accuracy, default=False), bm.BenchCase("ckpt", case_ckpt, default=False)]
+         bm.BenchCase("accuracy", case_accuracy, default=False), bm.BenchCase("ckpt", case_ckpt, default=False), bm.BenchCase("mcjepa", case_mcjepa)]

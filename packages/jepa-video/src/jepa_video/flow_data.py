@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 
 from .demo_data import TRAIN_SPRITES_PER_CLASS, load_sprites
 
-__all__ = ["SyntheticFlowClips", "SyntheticFramePairs", "compass_direction", "render_clip",
+__all__ = ["SyntheticFlowClips", "SyntheticFramePairs", "VideoFramePairs", "compass_direction", "render_clip",
            "sprite_pool"]
 
 SPLITS = {"train": 1, "test": 2, "all": 3}  # also the clip seed's split code (disjoint seeds)
@@ -271,3 +271,87 @@ class SyntheticFramePairs(Dataset):
         c = self.clips.clip(i)
         return (self.clips._frames(c["frames"][t]), self.clips._frames(c["frames"][t + 1]),
                 torch.from_numpy(c["flow"][t].astype(np.float32)), torch.from_numpy(c["occluded"][t].copy()))
+
+
+class VideoFramePairs(Dataset):
+    """Unsupervised frame pairs of real videos, for MC-JEPA (``data.dataset=video``).
+
+    ``root``: a folder of videos (:class:`jepa_video.datasets.VideoFolder`, class sub-folders
+    give labels) or an index file (:class:`jepa_video.datasets.VideoIndex`: the ``path label``
+    lines or ``.npy`` indexes V-JEPA takes). Item i: ``({"pair": [2, 3, S, S], "still": [3, S,
+    S]}, label)``: frames ``t`` and ``t + frame_gap`` of video i (``t`` uniform, from the global
+    torch generator, which the Trainer's loader seeds per sample), decoded with
+    :func:`jepa_video.decoders.open_video`, in [0, 1], the short side resized to ``image_size``
+    and the same random ``image_size`` square cropped from both; ``still`` (the content
+    stream's image) is frame t itself (the paper draws its stills from ImageNet instead).
+
+    Bad input raises :class:`jepa_core.data.CorruptSampleError` naming the file, which the
+    Trainer skips and counts in the run's skipped samples: a file under ``min_bytes``, one that
+    does not open or decode, and a video with fewer than ``frame_gap + 1`` frames (no pair).
+    """
+
+    def __init__(self, root, image_size: int, frame_gap: int = 1, backend: str = "auto", threads: int = 1,
+                 min_bytes: int | None = None):
+        from pathlib import Path
+
+        from jepa_core.config import ConfigError
+
+        from .datasets import MIN_VIDEO_BYTES, VideoFolder, VideoIndex
+
+        if frame_gap < 1:
+            raise ValueError(f"frame_gap must be >= 1, got {frame_gap}")
+        self.image_size, self.frame_gap, self.threads = int(image_size), int(frame_gap), threads
+        self.min_bytes = MIN_VIDEO_BYTES if min_bytes is None else int(min_bytes)
+        path = Path(root)
+        kw = dict(backend=backend, min_bytes=self.min_bytes)
+        if path.is_dir():
+            listing = VideoFolder(path, **kw)
+        elif path.is_file():
+            listing = VideoIndex(str(path), **kw)
+        else:
+            raise ConfigError(f"data.root={str(root)!r}: no such folder or index file")
+        self.samples, self.frame_counts, self.backend = listing.samples, listing.frame_counts, listing.backend
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        from jepa_core.data import CorruptSampleError
+
+        from .datasets import size_problem
+        from .decoders import FramesUnavailableError, open_video
+
+        path, label = self.samples[index]
+        problem = size_problem(path, self.min_bytes)
+        if problem:
+            raise CorruptSampleError(f"{path}: {problem}")
+        gap = self.frame_gap
+        with open_video(path, self.backend, threads=self.threads, num_frames=self.frame_counts[index]) as video:
+            n = video.num_frames
+            for attempt in range(2):
+                if n < gap + 1:
+                    raise CorruptSampleError(f"{path}: {n} decodable frame(s), too short for a frame pair "
+                                             f"{gap} apart (data.frame_gap={gap})")
+                t = int(torch.randint(0, n - gap, ()))
+                try:
+                    frames = video.get_frames([t, t + gap])
+                except FramesUnavailableError as err:  # fewer frames decode than listed: once more inside
+                    if attempt or err.decodable < 1:
+                        raise
+                    n = err.decodable
+                    continue
+                break
+        return self._pair(frames), label
+
+    def _pair(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0  # [2, 3, H, W]
+        h, w = x.shape[-2:]
+        s = self.image_size
+        scale = s / min(h, w)
+        nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)
+        top = int(torch.randint(0, nh - s + 1, ()))
+        left = int(torch.randint(0, nw - s + 1, ()))
+        x = x[..., top:top + s, left:left + s].clamp(0, 1).contiguous()
+        return {"pair": x, "still": x[0]}

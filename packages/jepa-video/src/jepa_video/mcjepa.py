@@ -21,12 +21,15 @@ frame t).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from jepa_core.config import BaseConfig, ConfigError, ranges
+from jepa_core.data import epoch_of_batch
 from jepa_core.masks import MaskCollator
 from jepa_core.method import JEPAMethod
 from jepa_core.registry import MethodSpec
@@ -42,11 +45,18 @@ from jepa_video.mcjepa_nn import ConvNeXtPyramid, ConvPyramid, FlowEstimator
 
 
 @ranges(image_size=">=16", num_frames=">=2", train_clips=">=1", test_clips=">=1", batch_size=">=1",
-        num_workers=">=0", crop_scale="(0,1] ordered")
+        num_workers=">=0", crop_scale="(0,1] ordered", frame_gap=">=1")
 @dataclass
 class MCJEPADataConfig:
-    dataset: Literal["synthetic"] = "synthetic"
-    """``synthetic``: :mod:`jepa_video.flow_data` clips with exact flow (no download)."""
+    dataset: Literal["synthetic", "video"] = "synthetic"
+    """``synthetic``: :mod:`jepa_video.flow_data` clips with exact flow (no download);
+    ``video``: unsupervised frame pairs ``(t, t + frame_gap)`` of the videos under ``root``
+    (:class:`jepa_video.flow_data.VideoFramePairs`; the content stream's stills are frame t)."""
+    root: str | None = None
+    """``data.dataset=video``: a folder of videos, or an index file (``path label`` lines or
+    the ``.npy`` / ``.csv`` indexes V-JEPA's ``data.index`` takes)."""
+    frame_gap: int = 1  # data.dataset=video: the pair's second frame is frame t + frame_gap
+    decoder: str = "auto"  # data.dataset=video: the video decoder (auto, pyav, decord, torchcodec)
     image_size: int = 64
     num_frames: int = 8
     train_clips: int = 1000
@@ -177,18 +187,30 @@ class MCJEPA(JEPAMethod):
         c = self.loss_cfg
         out: dict[str, torch.Tensor] = {}
         loss = batch["views"].new_zeros(())
+        world = L.world_size() if self.training else 1  # evaluation on one rank: no collectives
         if batch.get("epoch", 0) >= c.flow_start_epoch:
             flow_loss, out = self.flow_losses(batch["pairs"][:, 0], batch["pairs"][:, 1])
             loss = loss + flow_loss
+        elif world > 1:
+            # DDP (without find_unused_parameters) needs a gradient for every parameter it
+            # wraps each step: before flow_start_epoch the estimator gets zeros
+            loss = loss + 0.0 * sum(p.sum() for p in self.flow_estimator.parameters())
         v = batch["views"]
-        z1, z2 = self.expander(self.encoder.pooled(v[:, 0])), self.expander(self.encoder.pooled(v[:, 1]))
-        content, _ = L.vicreg(z1, z2, c.vicreg_sim, c.vicreg_var, c.vicreg_cov)
+        # VICReg on the global batch (as the official VICReg's FullGatherLayer): the pooled
+        # features of every process are gathered (gradients flow back to their process) and
+        # the expander, its BatchNorm included, sees the whole global batch, so the content
+        # loss and its gradients are those of one process with the global batch
+        h1, h2 = self.encoder.pooled(v[:, 0]), self.encoder.pooled(v[:, 1])
+        if world > 1:
+            h1, h2 = L.gather_batch(h1), L.gather_batch(h2)
+        content, _ = L.vicreg(self.expander(h1), self.expander(h2), c.vicreg_sim, c.vicreg_var, c.vicreg_cov)
         loss = loss + c.content * content
         return {"loss": loss, "content": content.detach(), **out}
 
     def flow_losses(self, frame_t: torch.Tensor, frame_t1: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Encode both frames, predict the flow both ways, and the flow objective."""
         c = self.loss_cfg
+        _check_pair(frame_t, frame_t1)
         f_t, f_t1 = self.encoder(frame_t), self.encoder(frame_t1)
         fw, bw = self.flow_estimator(f_t, f_t1), self.flow_estimator(f_t1, f_t)
         # the JEPA prediction: frame t's features from frame t+1's, warped by the flow
@@ -213,16 +235,28 @@ class MCJEPA(JEPAMethod):
                     vc = vc + w_std * var + w_cov * cov
         total = (c.regression * regression + c.photometric * photometric + c.smoothness * smooth
                  + c.cycle * cycle + vc)
-        std = f_t[-1].detach().transpose(0, 1).flatten(1).std(dim=1).mean()
+        # the collapse monitor: each level's per-channel std over batch and positions, averaged
+        # over channels (``feature_std`` the coarsest, ``feature_std_l{i}`` finest first)
+        stds = [x.detach().transpose(0, 1).flatten(1).std(dim=1).mean() for x in f_t]
         return total, {"regression": regression.detach(), "photometric": photometric.detach(),
                        "smoothness": smooth.detach(), "cycle": cycle.detach(), "vc": vc.detach(),
-                       "feature_std": std, "flow_px": full_fw.detach().norm(dim=1).mean()}
+                       "feature_std": stds[-1], **{f"feature_std_l{i}": s for i, s in enumerate(stds)},
+                       "flow_px": full_fw.detach().norm(dim=1).mean()}
 
     @torch.no_grad()
     def predict_flow(self, frame_t: torch.Tensor, frame_t1: torch.Tensor) -> torch.Tensor:
-        """``flow_{t->t+1}`` at the frames' resolution ``[B, 2, H, W]``."""
+        """``flow_{t->t+1}`` at the frames' resolution ``[B, 2, H, W]``. The frames must have
+        the same shape (a ValueError names both otherwise)."""
+        _check_pair(frame_t, frame_t1)
         fw = self.flow_estimator(self.encoder(frame_t), self.encoder(frame_t1))
         return FO.upsample_flow(fw[0], frame_t.shape[-2:])
+
+
+def _check_pair(frame_t: torch.Tensor, frame_t1: torch.Tensor) -> None:
+    if frame_t.ndim != 4 or frame_t.shape != frame_t1.shape:
+        raise ValueError(f"a frame pair needs two batches of frames [B, 3, H, W] of the same shape; got frame_t "
+                         f"{tuple(frame_t.shape)} and frame_t1 {tuple(frame_t1.shape)} (resize or crop both to "
+                         "one size first)")
 
 
 def _level(weights: tuple[float, ...], i: int) -> float:
@@ -277,23 +311,34 @@ class PairsAndStills(Dataset):
 
 class ContentViews:
     """Batch transform: two random-resized crops (with flips) of each still image, drawn from
-    the step's seeded generator."""
+    the step's seeded generator, and the batch's ``epoch`` (``epoch_of(step)``, when given).
 
-    def __init__(self, size: int, scale: tuple[float, float]):
-        self.size, self.scale = size, tuple(scale)
+    In the global draw scope (``slots`` / ``total`` from :class:`jepa_core.masks.MaskCollator`)
+    the crops are drawn for the whole global batch and each process applies those of its own
+    samples' slots, so the views do not depend on the number of processes."""
 
-    def __call__(self, inputs: dict, generator: torch.Generator):
+    def __init__(self, size: int, scale: tuple[float, float], epoch_of: Callable[[int], int] | None = None):
+        self.size, self.scale, self.epoch_of = size, tuple(scale), epoch_of
+
+    def __call__(self, inputs: dict, generator: torch.Generator, slots: torch.Tensor | None = None,
+                 total: int | None = None, step: int | None = None):
         still = inputs["still"]
-        views = torch.stack([self._view(still, generator) for _ in range(2)], dim=1)
-        return inputs["pair"], {"views": views}
+        if slots is None:
+            slots, total = torch.arange(still.shape[0]), still.shape[0]
+        views = torch.stack([self._view(still, generator, slots, int(total)) for _ in range(2)], dim=1)
+        fields: dict = {"views": views}
+        if self.epoch_of is not None and step is not None:
+            fields["epoch"] = self.epoch_of(step)
+        return inputs["pair"], fields
 
-    def _view(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def _view(self, x: torch.Tensor, g: torch.Generator, slots: torch.Tensor, total: int) -> torch.Tensor:
         b, _, h, w = x.shape
-        area = self.scale[0] + (self.scale[1] - self.scale[0]) * torch.rand(b, generator=g)
+        # the crop parameters of every sample of the global batch; this process's rows by slot
+        area = (self.scale[0] + (self.scale[1] - self.scale[0]) * torch.rand(total, generator=g))[slots]
         side = (area.sqrt() * min(h, w)).clamp(min=4)
-        top = torch.rand(b, generator=g) * (h - side)
-        left = torch.rand(b, generator=g) * (w - side)
-        flip = torch.rand(b, generator=g) < 0.5
+        top = torch.rand(total, generator=g)[slots] * (h - side)
+        left = torch.rand(total, generator=g)[slots] * (w - side)
+        flip = torch.rand(total, generator=g)[slots] < 0.5
         # affine grid over each crop box, bilinear resample to the output size
         theta = torch.zeros(b, 2, 3)
         sx = side / w
@@ -305,31 +350,34 @@ class ContentViews:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-class _Collate(MaskCollator):
-    def __init__(self, cfg: MCJEPAConfig, rank: int, world_size: int, steps_per_epoch: int):
-        views = ContentViews(cfg.data.image_size, cfg.data.crop_scale)
-        super().__init__(None, seed=cfg.train.seed, rank=rank, input_key="pairs", batch_transform=views,
-                         world_size=world_size, scope=cfg.train.draw_scope)
-        self.steps_per_epoch = steps_per_epoch
-
-    def __call__(self, samples: list) -> dict:
-        batch = super().__call__(samples)
-        if not batch.get("skip"):
-            step = self._step_of(samples)
-            batch["epoch"] = step // self.steps_per_epoch
-        return batch
-
-    def _step_of(self, samples: list) -> int:
-        from jepa_core.data import Stamped
-
-        s = next((x for x in samples if isinstance(x, Stamped)), None)
-        return s.step if s is not None else self._counter
-
-
 def build_train_data(cfg: MCJEPAConfig, rank: int = 0, world_size: int = 1):
-    dataset = PairsAndStills(cfg, "train")
+    """The training pairs and stills, and a :class:`MaskCollator` whose batch transform makes
+    the content views and sets ``batch["epoch"]``: the Trainer's epoch of the batch's optimizer
+    step (:func:`jepa_core.data.epoch_of_batch`, so with ``optim.grad_accum > 1`` the flow
+    losses start at the first optimizer step of ``loss.flow_start_epoch``, on all its
+    micro-batches alike)."""
+    dataset = build_train_dataset(cfg)
     steps = max(1, len(dataset) // (cfg.data.batch_size * world_size))
-    return dataset, _Collate(cfg, rank, world_size, steps)
+    epoch_of = functools.partial(epoch_of_batch, steps_per_epoch=steps, grad_accum=cfg.optim.grad_accum,
+                                 ipe=cfg.optim.ipe)
+    views = ContentViews(cfg.data.image_size, cfg.data.crop_scale, epoch_of)
+    collate = MaskCollator(None, seed=cfg.train.seed, rank=rank, input_key="pairs", batch_transform=views,
+                           world_size=world_size, scope=cfg.train.draw_scope)
+    return dataset, collate
+
+
+def build_train_dataset(cfg: MCJEPAConfig) -> Dataset:
+    """``data.dataset=synthetic``: :class:`PairsAndStills`; ``video``:
+    :class:`jepa_video.flow_data.VideoFramePairs` over ``data.root``."""
+    d = cfg.data
+    if d.dataset == "video":
+        from jepa_video.flow_data import VideoFramePairs
+
+        if not d.root:
+            raise ConfigError("data.dataset=video needs data.root: a folder of videos, or an index file "
+                              "(`path label` lines, as V-JEPA's data.index)")
+        return VideoFramePairs(d.root, d.image_size, frame_gap=d.frame_gap, backend=d.decoder)
+    return PairsAndStills(cfg, "train")
 
 
 class _Stills(Dataset):

@@ -218,3 +218,48 @@ def vicreg(
     v2, c2 = _var_cov(z2, gamma, eps)
     parts = {"sim": s, "var": (v1 + v2) / 2, "cov": c1 + c2}
     return sim * parts["sim"] + var * parts["var"] + cov * parts["cov"], parts
+
+
+def world_size() -> int:
+    """The number of processes of the default process group (1 without one)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _GatherBatch(torch.autograd.Function):
+    """All processes' rows, concatenated in rank order; the backward pass sums the gradient of
+    every process's copy (each process computes the same global loss) and keeps this
+    process's rows (the official VICReg's ``FullGatherLayer``). Rows may differ in number
+    between processes (corrupt samples dropped)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        world, rank = dist.get_world_size(), dist.get_rank()
+        n = torch.tensor([x.shape[0]], device=x.device)
+        sizes = [torch.zeros_like(n) for _ in range(world)]
+        dist.all_gather(sizes, n)
+        counts = [int(s) for s in sizes]
+        most = max(counts)
+        padded = x.new_zeros((most, *x.shape[1:]))
+        padded[: x.shape[0]] = x
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded.contiguous())
+        ctx.start, ctx.n = sum(counts[:rank]), x.shape[0]
+        return torch.cat([p[:c] for p, c in zip(parts, counts)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.start: ctx.start + ctx.n]
+
+
+def gather_batch(x: torch.Tensor) -> torch.Tensor:
+    """``x [B, ...]`` of every process concatenated (``[sum of B, ...]``), differentiable; ``x``
+    itself in a single process."""
+    return _GatherBatch.apply(x) if world_size() > 1 else x

@@ -66,6 +66,7 @@ __all__ = [
     "VJEPA2ModelConfig",
     "VJEPAConfig",
     "VJEPAModelConfig",
+    "FlowClipVideos",
     "VideoDataConfig",
     "WeightedDraw",
     "build_encoder",
@@ -77,6 +78,7 @@ __all__ = [
     "enable_activation_checkpointing",
     "ensure_demo_videos",
     "eval_tasks",
+    "flow_clips",
     "vjepa_loss",
 ]
 
@@ -88,21 +90,25 @@ __all__ = [
     weights=">=0", frames_per_clip=">=1", frame_step=">=1", fps=">0", duration=">0", num_clips=">=1",
     crop_size=">=1", crop_scale="(0,1] ordered", aspect_ratio=">0 ordered", hflip="[0,1]", eval_short_side=">=1",
     batch_size=">=1", num_workers=">=0", demo_clips=">=1", demo_eval_clips=">=1", demo_frames=">=1",
-    demo_size=">=1", demo_speeds=">0", demo_seed=">=0",
+    demo_size=">=1", demo_speeds=">0", demo_seed=">=0", flow_objects=">=1", flow_object_speed=">=1",
+    flow_camera_speed=">=0",
 )
 @dataclass
 class VideoDataConfig:
     """Video data; defaults are V-JEPA's (jepa:configs/pretrain/vitl16.yaml, app/vjepa/transforms.py).
 
     ``dataset``: ``demo`` (moving-sprite mp4 files made on first use in ``root``, default
-    ``runs/.jepa_video_demo``), ``folder`` (``root``: a folder of videos, classes from
+    ``runs/.jepa_video_demo``), ``flowclips`` (the harder synthetic clips of
+    :mod:`jepa_video.flow_data`, rendered in memory: textured background under a panning
+    camera, ``flow_objects`` tinted Fashion-MNIST items moving independently; labels of the
+    clip's main item, :class:`FlowClipVideos`), ``folder`` (``root``: a folder of videos, classes from
     sub-folders) or ``index`` (``index``: official ``path label`` files, optional per-file
     ``weights`` as V-JEPA 2). The probes after pretraining read ``eval_train`` / ``eval_test``
     (a folder or an index file, by ``dataset``); the demo makes a held-out set with unseen
     sprites. Exactly one of ``frame_step``, ``fps``, ``duration`` is set.
     """
 
-    dataset: Literal["demo", "folder", "index"] = "index"
+    dataset: Literal["demo", "flowclips", "folder", "index"] = "index"
     root: str | None = None
     index: tuple[str, ...] = ()
     weights: tuple[float, ...] | None = None  # per index file; None: uniform over samples (V-JEPA)
@@ -135,6 +141,13 @@ class VideoDataConfig:
     demo_size: int = 32
     demo_speeds: tuple[float, ...] = (1.0,)
     demo_seed: int = 0
+    # flow-clip set (dataset=flowclips; demo_clips / demo_eval_clips / demo_frames / demo_size /
+    # demo_seed give its size and seed): jepa_video.flow_data.render_clip's scene. Speeds are
+    # the largest |v| of the integer velocities (px per rendered frame): 1.5 gives the 8
+    # compass moves (+-1, 0), (0, +-1), (+-1, +-1), one per direction class.
+    flow_objects: int = 2
+    flow_object_speed: float = 1.5
+    flow_camera_speed: float = 1.5
 
 
 @dataclass
@@ -448,6 +461,74 @@ class WeightedDraw(Dataset):
         return self.dataset[j]
 
 
+class FlowClipVideos(Dataset):
+    """The clips of :func:`jepa_video.flow_data.render_clip` as a labelled video set
+    (``data.dataset=flowclips``): ``(transform(clip), class * 8 + direction)`` like the
+    moving-sprite demo, so :class:`LabelMap` and :func:`eval_tasks` apply unchanged.
+
+    Clip ``i`` of ``split`` is ``render_clip((seed, split code, i), frames, size, num_objects,
+    sprites=split, ...)``, the seed scheme of :class:`jepa_video.flow_data.SyntheticFlowClips`:
+    "train" and "test" never share a seed and use disjoint Fashion-MNIST items (first 40 / last
+    10 per class). The label describes the clip's **main item**, the one with the most visible
+    pixels over the clip (``render_clip``'s ``largest``): its object class and the compass class
+    of its image-plane velocity (what the probe must read while the camera pans the textured
+    background and the other items move their own ways). The ``frames`` rendered frames are
+    sampled by ``sampler`` as a video at ``fps`` (frame_step / fps / duration as for files), then
+    transformed. All clips are rendered at construction (about 4 ms for 16 frames at 32 px) and
+    kept in memory as uint8 ``[T, H, W, 3]``; ``samples`` lists ``(name, label)`` and
+    :meth:`load_clips` returns the sampled uint8 clips, as :class:`ClipDataset`.
+    """
+
+    def __init__(self, split: str, num_clips: int, frames: int, size: int, seed: int = 0, *,
+                 num_objects: int = 2, max_object_speed: float = 1.5, max_camera_speed: float = 1.5,
+                 sampler: ClipSampler | None = None, transform=None, fps: float = 8.0,
+                 generator: torch.Generator | None = None):
+        import numpy as np
+
+        from .flow_data import SPLITS, render_clip
+
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        self.sampler = sampler if sampler is not None else ClipSampler(frames_per_clip=frames, frame_step=1)
+        self.transform, self.fps, self.generator = transform, fps, generator
+        self.clips: list = []
+        self.samples: list[tuple[str, int]] = []
+        for i in range(num_clips):
+            c = render_clip((seed, SPLITS[split], i), frames, size, num_objects, sprites=split,
+                            max_object_speed=max_object_speed, max_camera_speed=max_camera_speed)
+            k = c["largest"]
+            self.clips.append(np.ascontiguousarray(c["frames"].transpose(0, 2, 3, 1)))
+            self.samples.append((f"flowclip-{split}-{i:05d}", int(c["classes"][k]) * len(DIRECTIONS)
+                                 + int(c["directions"][k])))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> list[int]:
+        return [y for _, y in self.samples]
+
+    def load_clips(self, index: int) -> list:
+        """The sampled uint8 clips ``[T, H, W, 3]`` of clip ``index`` (before the transform)."""
+        frames = self.clips[index]
+        return [frames[idx] for idx in self.sampler(len(frames), self.fps, self.generator)]
+
+    def __getitem__(self, index: int):
+        clips = [self.transform(c, self.generator) if self.transform is not None else torch.from_numpy(c)
+                 for c in self.load_clips(index)]
+        clip = clips[0] if len(clips) == 1 else torch.stack(clips)
+        return clip, self.samples[index][1]
+
+
+def flow_clips(cfg: VJEPAConfig | VJEPA2Config, split: str, sampler: ClipSampler, transform=None) -> FlowClipVideos:
+    """The ``data.dataset=flowclips`` clips of ``split`` ("train" or "test")."""
+    d = cfg.data
+    n = d.demo_clips if split == "train" else d.demo_eval_clips
+    return FlowClipVideos(split, n, d.demo_frames, d.demo_size, d.demo_seed, num_objects=d.flow_objects,
+                          max_object_speed=d.flow_object_speed, max_camera_speed=d.flow_camera_speed,
+                          sampler=sampler, transform=transform)
+
+
 def demo_dir(cfg: VJEPAConfig | VJEPA2Config, split: str = "train") -> Path:
     """Where the demo clips of ``split`` live: ``data.root`` (default ``runs/.jepa_video_demo``,
     or ``<train.run_dir>/../.jepa_video_demo``), one sub-folder per generation setting."""
@@ -497,7 +578,7 @@ def _sampler(d: VideoDataConfig, train: bool) -> ClipSampler:
 
 def _dataset(cfg, source: str | tuple[str, ...] | None, train: bool, what: str, weights=None) -> ClipDataset:
     d = cfg.data
-    if d.label != "raw" and d.dataset != "demo":  # "both", "direction", "class": demo labels
+    if d.label != "raw" and d.dataset not in ("demo", "flowclips"):  # "both", "direction", "class": demo labels
         raise ConfigError(f"data.label={d.label!r} is for the demo set; use data.label=raw with dataset={d.dataset}")
     if train:
         transform = VideoTrainTransform(d.crop_size, d.crop_scale, d.aspect_ratio, d.hflip)
@@ -518,15 +599,17 @@ def _train_source_dataset(cfg: VJEPAConfig | VJEPA2Config, sampler: ClipSampler)
     d = cfg.data
     if d.dataset == "demo":
         return VideoIndex(ensure_demo_videos(cfg, "train"), sampler=sampler, backend=d.decoder)
+    if d.dataset == "flowclips":
+        return flow_clips(cfg, "train", sampler)
     if d.dataset == "folder":
         return VideoFolder(d.root, sampler=sampler, backend=d.decoder)
     return VideoIndex(d.index, sampler=sampler, backend=d.decoder)
 
 
 def eval_tasks(cfg: VJEPAConfig | VJEPA2Config) -> dict | None:
-    """The demo with ``data.label=both``: probe the motion direction and the object class of
-    the same clips (``MethodSpec.eval_tasks``)."""
-    if cfg.data.dataset == "demo" and cfg.data.label == "both":
+    """The demo or the flow clips with ``data.label=both``: probe the motion direction and the
+    object class of the same clips (``MethodSpec.eval_tasks``)."""
+    if cfg.data.dataset in ("demo", "flowclips") and cfg.data.label == "both":
         return {"motion direction": lambda y: y % len(DIRECTIONS), "object class": lambda y: y // len(DIRECTIONS)}
     return None
 
@@ -540,6 +623,9 @@ def build_train_data(cfg: VJEPAConfig | VJEPA2Config, rank: int = 0, world_size:
         ds = LabelMap(VideoIndex(ensure_demo_videos(cfg, "train"), sampler=_sampler(d, True), backend=d.decoder,
                                  transform=VideoTrainTransform(d.crop_size, d.crop_scale, d.aspect_ratio, d.hflip)),
                       d.label)
+    elif d.dataset == "flowclips":
+        tf = VideoTrainTransform(d.crop_size, d.crop_scale, d.aspect_ratio, d.hflip)
+        ds = LabelMap(flow_clips(cfg, "train", _sampler(d, True), tf), d.label)
     else:
         source = d.root if d.dataset == "folder" else d.index
         if d.weights is not None and d.dataset != "index":
@@ -565,6 +651,9 @@ def build_eval_data(cfg: VJEPAConfig | VJEPA2Config):
         sets = [VideoIndex(ensure_demo_videos(cfg, s), sampler=_sampler(d, False), transform=tf, backend=d.decoder)
                 for s in ("train", "test")]
         return LabelMap(sets[0], d.label), LabelMap(sets[1], d.label)
+    if d.dataset == "flowclips":
+        tf = VideoEvalTransform(d.crop_size, d.eval_short_side)
+        return tuple(LabelMap(flow_clips(cfg, s, _sampler(d, False), tf), d.label) for s in ("train", "test"))
     if not (d.eval_train and d.eval_test):
         raise ConfigError("the probes need data.eval_train and data.eval_test (a folder or index file each), "
                           "or eval.enabled=false")
