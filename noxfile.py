@@ -27,7 +27,7 @@ nox.options.sessions = [
 
 # package: the extras its tests need (plots: the PNGs a run writes; torchcodec: tested where
 # FFmpeg's libraries are installed, .ci/run installs them, skipped elsewhere)
-PACKAGES = {"jepa-core": ["plots", "safetensors", "slurm"], "jepa-image": ["plots"], "jepa-video": ["torchcodec"],
+PACKAGES = {"jepa-core": ["plots", "safetensors", "slurm", "hub"], "jepa-image": ["plots"], "jepa-video": ["torchcodec"],
             "jepa-skeleton": [], "jepa-eval": []}
 ENV = {"UV_COMPILE_BYTECODE": "1", "UV_PYTHON_DOWNLOADS": "never"}
 

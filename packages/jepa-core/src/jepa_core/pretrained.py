@@ -203,10 +203,21 @@ def _sniff(path: Path) -> str:
 def read_checkpoint(path: str | Path) -> RawCheckpoint:
     """Read a checkpoint file or Hugging Face model folder without running pickled code.
 
+    ``path`` may also be a released weights name (:func:`jepa_core.hub.list_pretrained`) or a
+    Hugging Face id (``org/name``, ``hf://org/name``): :func:`jepa_core.hub.resolve` downloads
+    and caches it.
+
     The format is decided from the file's contents, not its name. Errors name the file, what it
     looks like and what was expected.
     """
-    path = Path(path)
+    if str(path).startswith("hf://") or not Path(path).expanduser().exists():
+        from jepa_core.hub import HubError, resolve
+
+        try:  # a known name (jepa_core.hub.list_pretrained) or a Hugging Face id: the cached download
+            path = resolve(path)
+        except HubError as e:
+            raise PretrainedError(str(e)) from e
+    path = Path(path).expanduser()
     if path.is_dir():
         for name in ("model.safetensors", "pytorch_model.bin"):
             if (path / name).is_file():
