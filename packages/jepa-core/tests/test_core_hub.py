@@ -99,15 +99,10 @@ def test_anything_else_is_not_a_path_not_a_name(tmp_path):
 
 
 def test_without_huggingface_hub_an_id_names_the_extra(tmp_path, monkeypatch):
-    import builtins
+    import sys
 
-    real = builtins.__import__
+    from jepa_core.extras import MissingExtraError
 
-    def no_hub(name, *a, **k):
-        if name.startswith("huggingface_hub"):
-            raise ImportError(name)
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_hub)
-    with pytest.raises(hub.HubError, match=r"needs huggingface_hub: pip install 'jepa-core\[hub\]'"):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as if not installed
+    with pytest.raises(MissingExtraError, match=r"needs huggingface_hub, which is not installed: pip install 'jepa-core\[hub\]'"):
         hub.resolve("facebook/vjepa2-vitl-fpc64-256", tmp_path, offline=True)

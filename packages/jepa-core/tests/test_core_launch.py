@@ -86,10 +86,12 @@ def test_missing_submitit_is_a_clear_cli_error(tmp_path, monkeypatch, capsys):
     import sys
 
     from jepa_core.cli import main
-    from jepa_core.launch import LauncherError, _submitit
+    from jepa_core.extras import MissingExtraError
+    from jepa_core.launch import _submitit
 
     monkeypatch.setitem(sys.modules, "submitit", None)
-    with pytest.raises(LauncherError, match=r"pip install jepa-core\[slurm\]"):
+    with pytest.raises(MissingExtraError, match=r"--launcher slurm needs submitit, which is not installed: "
+                                                r"pip install 'jepa-core\[slurm\]'"):
         _submitit()
     monkeypatch.setattr("jepa_core.registry.get_method", lambda name: pytest.fail("must not get this far"))
     monkeypatch.setattr("jepa_core.launch.submit_pretrain", lambda *a, **k: _submitit())

@@ -174,7 +174,7 @@ def atomic_link(src: str | Path, dst: str | Path) -> Path:
 def load(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
     """Load a checkpoint with ``weights_only=True`` (never runs pickled code).
 
-    ``.safetensors`` files are read with the safetensors package (a flat tensor dict). ``mmap``
+    ``.safetensors`` files are read by :func:`jepa_core.pretrained.read_safetensors` (a flat tensor dict; no extra needed). ``mmap``
     maps the tensors from the file instead of reading them (a cheap validity check). A file that
     cannot be opened raises a :class:`CheckpointError` with reason ``unreadable (...)``, one that
     does not parse ``corrupt or truncated (...)``.
@@ -183,14 +183,18 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
+        # One safetensors path for the whole library, with no extra to install: jepa_core.pretrained's
+        # reader of the documented format (tested against the safetensors package).
+        from jepa_core.pretrained import read_safetensors
+
         try:
-            from safetensors.torch import load_file
-        except ImportError as e:  # pragma: no cover - depends on the extra
-            raise CheckpointError("reading .safetensors needs `pip install jepa-core[safetensors]`") from e
-        try:
-            return load_file(str(path), device=str(map_location))
+            tensors, _ = read_safetensors(path)
+        except CheckpointError:
+            raise
         except Exception as e:
             raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {e}") from e
+        device = torch.device(map_location) if isinstance(map_location, (str, torch.device)) else None
+        return {k: v.to(device) for k, v in tensors.items()} if device is not None and device.type != "cpu" else tensors
     try:  # a file we may not open (permissions) is unreadable, not corrupt
         with open(path, "rb") as f:
             empty = not f.read(1)
@@ -228,15 +232,9 @@ def _why(e: BaseException) -> str:
 
 def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path) -> Path:
     """Write a flat tensor dict as safetensors (contiguous copies; shared storage is split)."""
-    try:
-        from safetensors.torch import save_file
-    except ImportError as e:  # pragma: no cover
-        raise CheckpointError("writing .safetensors needs `pip install jepa-core[safetensors]`") from e
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().clone() for k, v in state_dict.items()}, str(tmp))
-    os.replace(tmp, path)
-    return path
+    from jepa_core.pretrained import write_safetensors  # the one writer (no extra needed)
+
+    return write_safetensors(state_dict, path)
 
 
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")

@@ -1,4 +1,4 @@
-"""The `jepa` command: pretrain, eval, list, config.
+"""The `jepa` command: pretrain, eval, sample, list, config.
 
 A user error prints one line, ``jepa: error: <what is wrong and the fix>``, on stderr and no
 traceback (``--debug``, anywhere on the command line, or ``JEPA_DEBUG=1``: the full traceback).
@@ -20,9 +20,10 @@ import sys
 from jepa_core import registry
 from jepa_core.checkpoint import CheckpointError, StorageError
 from jepa_core.config import ConfigError, to_dict
+from jepa_core.extras import MissingExtraError
 
 #: Exit status 2: the command or config cannot run as given (nothing was trained or changed).
-USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, CheckpointError)
+USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, CheckpointError, MissingExtraError)
 EXIT_USAGE, EXIT_RUN, EXIT_INTERRUPTED = 2, 1, 130
 
 
@@ -41,6 +42,31 @@ def _error_line(e: BaseException) -> str:
     return "jepa: error: " + " ".join(str(e).split())
 
 
+def _versions() -> str:
+    """``jepa-core 0.1.0``, ``jepa-image 0.1.0``, ... one per line: the installed jepa distributions (each is
+    versioned on its own) and torch."""
+    from importlib import metadata
+
+    names = sorted({(d.metadata["Name"] or "").lower().replace("_", "-") for d in metadata.distributions()})
+    found = [f"{n} {metadata.version(n)}" for n in names if n == "jepa-core" or n.startswith("jepa-")]
+    try:
+        found.append(f"torch {metadata.version('torch')}")
+    except metadata.PackageNotFoundError:
+        pass
+    return "\n".join(found)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: one line per distribution (argparse's own action would re-wrap them)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_versions())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     plugins = _plugin_names()
     p = argparse.ArgumentParser(
@@ -50,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true",
                    help="show the full traceback of an error instead of one line (also JEPA_DEBUG=1); "
                         "accepted anywhere on the command line")
+    p.add_argument("--version", action=_VersionAction,
+                   help="print the versions of the installed jepa packages (and torch) and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     pt = sub.add_parser("pretrain", help="pretrain a method (default preset: demo)")
@@ -89,6 +117,19 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--protocol", help="comma-separated: linear,knn,attentive,lowshot,finetune,dense")
     ev.add_argument("--out", help="folder for the results (default <run>/eval; an earlier evaluation "
                                   "there is moved to <run>/eval-<time>, never overwritten)")
+
+    sp = sub.add_parser("sample", help="generate images from a run of a generative method (e.g. djepa)")
+    sp.add_argument("run_dir", help="a `jepa pretrain` run folder, or one of its checkpoint files")
+    sp.add_argument("overrides", nargs="*", help="dotted overrides of the run's config, e.g. model.sample_steps=50")
+    sp.add_argument("--classes", help="class ids, e.g. 0,3,5-7 (default: every class)")
+    sp.add_argument("--num", type=int, default=64, help="images per class (default 64)")
+    sp.add_argument("--cfg", type=float, help="classifier-free guidance scale, >= 1 (1: none; default: the run's)")
+    sp.add_argument("--temperature", type=float, help="sampling temperature, > 0 (default: the run's)")
+    sp.add_argument("--steps", type=int, help="generation steps, >= 1 (default: the run's)")
+    sp.add_argument("--seed", type=int, default=0, help="the same seed gives the same images (default 0)")
+    sp.add_argument("--batch-size", type=int, help="images generated at once (default: the run's)")
+    sp.add_argument("--device", help="cpu, cuda, cuda:N (default: the run's train.device)")
+    sp.add_argument("--out", help="folder for the PNG grids and samples.npz (default <run>/samples)")
 
     sub.add_parser("list", help="installed methods, presets, evaluators and checkpoint converters")
 
@@ -203,6 +244,8 @@ def _main(argv: list[str]) -> int:
         protocols = [p.strip() for p in args.protocol.split(",") if p.strip()] if args.protocol else None
         summary = evaluate_run(args.run_dir, args.overrides, protocols, out_dir=args.out)
         _print_summary(summary)
+    elif args.command == "sample":
+        _print_summary(_sample(args))
     elif args.command == "list":
         for name in registry.methods():
             spec = registry.get_method(name)
@@ -228,6 +271,33 @@ def _main(argv: list[str]) -> int:
         print(info.summary())
         print(f"wrote {args.output} ({args.to})")
     return 0
+
+
+def _sample(args) -> dict:
+    """`jepa sample`: the options are checked before the run is loaded, then the method's
+    ``MethodSpec.sample`` hook writes the images."""
+    from pathlib import Path
+
+    from jepa_core.run import load_run
+
+    checks = [("--cfg", args.cfg, 1.0, ">= 1 (1: no guidance)"), ("--num", args.num, 1, ">= 1"),
+              ("--steps", args.steps, 1, ">= 1"), ("--batch-size", args.batch_size, 1, ">= 1"),
+              ("--seed", args.seed, 0, ">= 0")]
+    for flag, value, low, what in checks:
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} {value:g} is invalid: it must be {what}")
+    if args.temperature is not None and not args.temperature > 0:
+        raise ConfigError(f"--temperature {args.temperature:g} is invalid: it must be > 0")
+    run = load_run(args.run_dir, args.overrides)
+    spec = run["spec"]
+    if spec.sample is None:
+        able = [n for n in registry.methods() if registry.get_method(n).sample is not None]
+        raise ConfigError(f"method {spec.name!r} does not generate samples (its MethodSpec has no sample hook); "
+                          f"methods that do: {', '.join(able) or 'none installed'}")
+    out = Path(args.out) if args.out else Path(run["run_dir"]) / "samples"
+    return spec.sample(run, out_dir=out, classes=args.classes, num=args.num, cfg_scale=args.cfg,
+                       temperature=args.temperature, steps=args.steps, seed=args.seed,
+                       batch_size=args.batch_size, device=args.device)
 
 
 def _plugin_names() -> list[str]:

@@ -108,11 +108,10 @@ def _looks_like_hf_id(s: str) -> bool:
 
 
 def _hf_snapshot(repo_id: str, cache: Path, offline: bool) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise HubError(f"loading the Hugging Face model {repo_id!r} needs huggingface_hub: "
-                       "pip install 'jepa-core[hub]' (or pass a local file)") from None
+    from jepa_core.extras import require
+
+    snapshot_download = require("huggingface_hub", extra="hub",
+                                purpose=f"loading the Hugging Face model {repo_id!r}").snapshot_download
     try:
         return Path(snapshot_download(repo_id, cache_dir=str(cache / "hf"), local_files_only=offline,
                                       allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin"]))

@@ -40,13 +40,9 @@ class LauncherError(ConfigError):
 
 
 def _submitit():
-    try:
-        import submitit
-    except ImportError as e:
-        raise LauncherError(
-            "--launcher slurm needs submitit: `pip install jepa-core[slurm]` (or `uv sync --extra slurm`)"
-        ) from e
-    return submitit
+    from jepa_core.extras import require
+
+    return require("submitit", extra="slurm", purpose="--launcher slurm")
 
 
 @dataclass

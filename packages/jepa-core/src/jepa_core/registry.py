@@ -79,6 +79,16 @@ class MethodSpec:
       protocol (patch-token segmentation probes), or None when the config has none.
 
     ``build_eval_data`` also feeds the collapse monitors (``eval.monitor_every``).
+
+    Generative methods:
+
+    - ``sample(run, **options) -> dict``: optional, what `jepa sample <run>` calls; ``run`` is
+      :func:`jepa_core.run.load_run`'s dict (``spec``, ``cfg``, ``model``, ``run_dir``, ...) and
+      the options are the command's: ``out_dir``, ``classes`` (text such as ``"0,3,5-7"`` or
+      None), ``num`` (per class), ``cfg_scale``, ``temperature``, ``steps``, ``seed``,
+      ``batch_size``, ``device`` (None: the run's or the method's default). It writes its files
+      under ``out_dir`` and returns a JSON-able summary; bad options raise
+      :class:`~jepa_core.config.ConfigError`. None: the method cannot sample.
     """
 
     name: str
@@ -95,6 +105,7 @@ class MethodSpec:
     evaluator: str | None = "probes"
     extra: dict = field(default_factory=dict)
     build_dense_eval_data: Callable[[Any], tuple[Any, Any] | None] | None = None
+    sample: Callable[..., dict] | None = None
 
     def preset_paths(self) -> dict[str, Path]:
         if not self.presets_package:

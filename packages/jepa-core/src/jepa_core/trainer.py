@@ -47,6 +47,7 @@ from jepa_core.distributed import (
     resolve_device,
     resolve_strategy,
 )
+from jepa_core.extras import require
 from jepa_core.method import JEPAMethod
 from jepa_core.optim import maybe_compile
 from jepa_core.schedules import (
@@ -887,12 +888,8 @@ class MetricsWriter:
             with self._naming_storage_errors():
                 _rewrite_csv(self.path, self.fields, kept)
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                log.warning("train.tensorboard=true needs `pip install jepa-core[tensorboard]`; skipping it")
-            else:
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            tensorboard_module = require("torch.utils.tensorboard", extra="tensorboard", purpose="train.tensorboard=true")
+            self.tb = tensorboard_module.SummaryWriter(str(run_dir / "tensorboard"))
         if wandb:
             self.wandb = _start_wandb(run_dir, wandb if isinstance(wandb, dict) else {}, config or {})
 
@@ -943,13 +940,7 @@ class MetricsWriter:
 def _start_wandb(run_dir: Path, settings: dict, config: dict):
     """``wandb.init`` with a run id kept in the run folder, so that a resumed (or requeued)
     run continues the same W&B run (``resume="allow"``)."""
-    try:
-        import wandb
-    except ImportError as e:
-        raise ImportError(
-            "train.wandb is set but Weights & Biases is not installed: `pip install jepa-core[wandb]` "
-            "(or set train.wandb=false)"
-        ) from e
+    wandb = require("wandb", extra="wandb", purpose="train.wandb (or set train.wandb=false)")
     id_file = run_dir / "wandb-id.txt"
     if id_file.is_file():
         run_id = id_file.read_text().strip()
