@@ -383,17 +383,28 @@ def load_run(path: str | Path, overrides: list[str] | None = None) -> dict[str, 
     path = Path(path)
     if path.is_file():
         obj = ckpt.load(path)
-        if "config" not in obj or "model" not in obj:
-            raise ConfigError(f"{path} is not a jepa run checkpoint (no config/model entries)")
-        data, found = obj["config"], (path, obj)
+        if "model" not in obj:
+            raise ConfigError(f"{path} is not a jepa run checkpoint (no model entry; keys: {', '.join(map(str, obj))[:200]}); "
+                              "released weights load with the method package's from_pretrained or `jepa convert`")
+        data, found = obj.get("config") or {}, (path, obj)
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    elif (path / "config.yaml").is_file():
-        data, run_dir = load_yaml(path / "config.yaml"), path
+        if not data.get("method") and (run_dir / "config.yaml").is_file():
+            data = load_yaml(run_dir / "config.yaml")  # a Trainer checkpoint beside its run's config
+    elif path.is_dir() and ((path / "config.yaml").is_file() or (path / "checkpoints").is_dir()):
+        run_dir = path
         found = ckpt.latest_valid(path / "checkpoints")
         if found is None:
             raise ConfigError(f"no readable checkpoint in {path / 'checkpoints'}")
+        data = load_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else found[1].get("config") or {}
     else:
-        raise ConfigError(f"{path} is neither a run folder (no config.yaml in it) nor a checkpoint file")
+        raise ConfigError(f"{path} is neither a run folder (no config.yaml or checkpoints/ in it) nor a checkpoint file")
+    if not data.get("method"):
+        cls = found[1].get("model_class", "the model")
+        raise ConfigError(
+            f"{found[0]} holds {cls}'s weights but no config (a Trainer started without config=): the method and "
+            f"architecture are unknown. Train with Trainer(..., config=cfg), or write the run's config to "
+            f"{run_dir / 'config.yaml'} (`jepa config <method> [--preset P] > {run_dir / 'config.yaml'}`, with the "
+            "settings you trained with)")
     data = drop_retired_keys(data)  # a run of an older version
     if overrides:
         data = deep_merge(data, parse_overrides(overrides))

@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 
 from jepa_core import checkpoint as ckpt
-from jepa_core.config import ConfigError, OptimConfig, TrainConfig, validate
+from jepa_core.config import ConfigError, OptimConfig, TrainConfig, dump_yaml, to_dict, validate
 from jepa_core.data import StampedDataset, StepBatchSampler
 from jepa_core.distributed import (
     DistInfo,
@@ -190,6 +190,7 @@ class Trainer:
         config_dict: dict | None = None,
         callbacks: list[Callable] | None = None,
         loss_hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+        config: Any = None,
     ):
         # Settings out of range fail here with the key named, not as a ZeroDivisionError mid-run.
         validate(optim, "optim")
@@ -201,7 +202,11 @@ class Trainer:
         self.optim_cfg, self.train_cfg = optim, train
         self.run_dir = Path(run_dir)
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        self.config_dict = config_dict or {}
+        if config is not None and config_dict is not None:
+            raise ValueError("pass the run's config once: config=<method config> (or config_dict=<its dict>)")
+        # The method's config (e.g. IJEPAConfig) makes the checkpoints first-class: they carry it,
+        # and fit() writes <run_dir>/config.yaml, so `jepa eval` / `jepa convert` rebuild the model.
+        self.config_dict = to_dict(config) if config is not None else (config_dict or {})
         self.callbacks = list(callbacks or [])
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.state = TrainState()
@@ -228,6 +233,19 @@ class Trainer:
         self.global_batch = self.batch_size * self.dist.world_size * accum
         self._build_optimizer()
         self._build_schedules()
+
+    def _record_config(self) -> None:
+        """``config.yaml`` for a run the Python API started with a method config (``jepa pretrain``
+        writes its own first, which is kept); a warning when there is no config to record."""
+        if not self.config_dict.get("method"):
+            log.warning("Trainer without config=<method config>: the checkpoints in %s carry no config, so "
+                        "`jepa eval` / `jepa convert` cannot rebuild %s from them; pass config=cfg "
+                        "(e.g. jepa_image.ijepa.IJEPAConfig) to make them loadable", self.ckpt_dir,
+                        type(self.model).__name__)
+            return
+        path = self.run_dir / "config.yaml"
+        if not path.exists():
+            dump_yaml(self.config_dict, path)
 
     def _wrap_model(self) -> None:
         """Only the trainable modules go to the engine (DDP or FSDP2); the target modules get no
@@ -374,6 +392,8 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "rng": self._rng_state(),
                 "config": self.config_dict,
+                "method": self.config_dict.get("method"),
+                "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
             }
             path = ckpt.atomic_save(obj, self.ckpt_dir / f"step-{self.state.step}.pt")
             ckpt.atomic_link(path, self.ckpt_dir / "latest.pt")
@@ -564,6 +584,7 @@ class Trainer:
         tc = self.train_cfg
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._record_config()
         barrier(self.dist)
         metrics = MetricsWriter(
             self.run_dir, self.state.step, enabled=self.dist.is_main, tensorboard=tc.tensorboard,
