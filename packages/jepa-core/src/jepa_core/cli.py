@@ -138,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     cf.add_argument("overrides", nargs="*")
     cf.add_argument("--preset")
     cf.add_argument("--config")
+    cf.add_argument("--explain", nargs="?", const="", metavar="KEY",
+                    help="one line per key: value and meaning (with its source); KEY: only keys starting with it")
 
     cv = sub.add_parser("convert", help="convert a checkpoint: official <-> ours <-> safetensors (<-> hf)")
     cv.add_argument("input", help="official .pth.tar / .pt, Hugging Face folder or file, jepa checkpoint")
@@ -260,7 +262,17 @@ def _main(argv: list[str]) -> int:
 
         spec = registry.get_method(args.method)
         cfg = spec.load_config(args.preset, args.config, args.overrides)
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        if args.explain is not None:
+            from jepa_core.config import explain
+
+            rows = [r for r in explain(cfg) if r[0].startswith(args.explain)]
+            if not rows:
+                keys = sorted({r[0].split(".")[0] for r in explain(cfg)})
+                raise ConfigError(f"no key starts with {args.explain!r}; the sections are: {', '.join(keys)}")
+            for key, value, meaning in rows:
+                print(f"{key} = {json.dumps(value)}\n    {meaning}")
+        else:
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     elif args.command == "convert":
         from jepa_core.pretrained import convert
 

@@ -180,24 +180,34 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 )
 @dataclass
 class OptimConfig:
-    """Optimisation and schedules. Defaults: I-JEPA ViT-H/14 IN-1K (ijepa:configs/in1k_vith14_ep300.yaml)."""
+    """Optimisation and schedules, each a function of the optimizer step.
 
-    epochs: float = 300
+    The defaults are I-JEPA's ViT-H/14 ImageNet-1k recipe (ijepa:configs/in1k_vith14_ep300.yaml):
+    300 epochs with 40 of warm-up. Every method's presets set their own; a Python user building
+    ``OptimConfig()`` directly for a small run should set at least ``epochs``, ``warmup`` and
+    ``lr``. The schedules span ``epochs x ipe`` steps; ``max_steps`` only cuts the run short."""
+
+    epochs: float = 300  # training length (fractions allowed); the schedules span epochs x ipe steps
     ipe: int | None = None  # iterations per epoch; None = len(loader) (drop_last), as I-JEPA
     ipe_scale: float = 1.0  # schedules run over int(ipe_scale * epochs * ipe) steps
     warmup: float = 40  # epochs of linear LR warm-up
-    start_lr: float = 2e-4
-    lr: float = 1e-3
-    final_lr: float = 1e-6
+    start_lr: float = 2e-4  # LR at step 0, warmed up linearly to `lr`
+    lr: float = 1e-3  # peak LR, reached after `warmup` epochs
+    final_lr: float = 1e-6  # LR at the end of the cosine (lr_schedule=cosine / linear)
     lr_schedule: Literal["cosine", "constant", "linear"] = "cosine"  # linear: V-JEPA 2 cooldown
-    weight_decay: float = 0.04
-    final_weight_decay: float = 0.4
-    ema: tuple[float, float] = (0.996, 1.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    weight_decay: float = 0.04  # AdamW weight decay at step 0 (biases and 1-D parameters: none)
+    final_weight_decay: float = 0.4  # weight decay at the end, cosine from `weight_decay`
+    ema: tuple[float, float] = (0.996, 1.0)  # EMA target momentum, linear from first to second over the run
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    eps: float = 1e-8  # AdamW epsilon
     clip_grad: float | None = None  # I-JEPA: none; V-JEPA: 10 after warm-up
     grad_accum: int = 1  # micro-batches per optimizer step
-    max_steps: int | None = None  # stop early; the schedules keep their full length
+    max_steps: int | None = None
+    """Stop after this many optimizer steps. The schedules keep their full ``epochs x ipe``
+    length (LR, weight decay and EMA are where a full run has them at that step, not annealed):
+    a cut, so that a stopped run continues exactly with ``--resume`` and a larger max_steps. To
+    train a whole but shorter schedule, lower ``epochs`` (or ``ipe``) instead; the run logs the
+    difference when max_steps cuts."""
     lr_scale_batch: int | None = None
     """Linear LR scaling: with a reference global batch here, ``start_lr``, ``lr`` and
     ``final_lr`` are multiplied by ``global batch / lr_scale_batch`` (global batch =
@@ -279,7 +289,8 @@ class TrainConfig:
     batch_size=">=1", train_samples=">=1", last_layers=">=1", knn_k=">=1", knn_temperature=">0",
     attentive_depth=">=1", attentive_epochs=">=1", attentive_batch_size=">=1", attentive_lrs=">0",
     attentive_wds=">=0", lowshot_fractions="(0,1]", lowshot_seeds=">=0", finetune_epochs=">=1", finetune_lr=">0",
-    finetune_last_blocks=">=1", dense_epochs=">=1", dense_lr=">0", dense_batch_size=">=1", dense_knn_k=">=1",
+    finetune_last_blocks=">=1", finetune_fractions="(0,1]", dense_epochs=">=1", dense_lr=">0",
+    dense_batch_size=">=1", dense_knn_k=">=1",
     monitor_every=">=0", monitor_samples=">=1",
 )
 @dataclass
@@ -310,6 +321,9 @@ class EvalConfig:
     finetune_epochs: int = 5
     finetune_lr: float = 1e-3
     finetune_last_blocks: int | None = None  # None: the whole encoder
+    # `finetune` also on a seeded class-balanced fraction of the training labels, once per fraction
+    # (semi-supervised fine-tuning, e.g. (0.01, 0.1) as S-JEPA / MAMP); () = only on all labels
+    finetune_fractions: tuple[float, ...] = ()
     # `dense` protocol (jepa-eval: linear segmentation probe and patch k-NN on patch tokens);
     # fixed settings, nothing is selected on the held-out split
     dense_epochs: int = 20  # linear segmentation probe epochs (AdamW, cosine schedule)
@@ -599,3 +613,72 @@ def is_architecture_key(cfg_cls: type, key: str) -> bool:
 def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
     """``optim.lr: 0.001 -> 0.002; train.seed: 0 -> 1``."""
     return "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, (a, b) in changes.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# per-key help (`jepa config <method> --explain`, the docs' configuration reference)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field: meaning}`` of a config dataclass (and its bases), read from its source: the
+    comment on a field's line, and the string literal under it (an attribute docstring), joined."""
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    docs: dict[str, str] = {}
+    for base in reversed([c for c in cls.__mro__ if dataclasses.is_dataclass(c)]):
+        try:
+            src = textwrap.dedent(inspect.getsource(base))
+        except (OSError, TypeError):
+            continue
+        comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                    for tok in tokenize.generate_tokens(io.StringIO(src).readline) if tok.type == tokenize.COMMENT}
+        body = next((n for n in ast.parse(src).body if isinstance(n, ast.ClassDef)), None)
+        if body is None:
+            continue
+        stmts = body.body
+        for i, node in enumerate(stmts):
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            parts = [comments[ln] for ln in range(node.lineno, (node.end_lineno or node.lineno) + 1) if ln in comments]
+            nxt = stmts[i + 1] if i + 1 < len(stmts) else None
+            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                parts.append(" ".join(nxt.value.value.split()))
+            if parts:
+                docs[node.target.id] = " ".join(parts)
+    return docs
+
+
+def explain(cfg: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """``[(dotted key, value, meaning)]`` for every leaf of a config (nested configs recursed);
+    the meaning is :func:`field_docs`' text plus the allowed range (``@ranges``), or the type."""
+    rows: list[tuple[str, Any, str]] = []
+    docs = field_docs(type(cfg))
+    bounds = field_ranges(type(cfg))
+    try:
+        hints = typing.get_type_hints(type(cfg))
+    except Exception:  # an annotation that does not resolve: no choices shown
+        hints = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            rows += explain(value, key + ".")
+            continue
+        meaning = docs.get(f.name, "")
+        choices = typing.get_args(hints.get(f.name)) if typing.get_origin(hints.get(f.name)) is Literal else ()
+        if choices:
+            meaning = f"{meaning} [one of: {', '.join(map(str, choices))}]".strip()
+        if f.name in bounds:
+            meaning = f"{meaning} [{bounds[f.name].describe()}]".strip()
+        if not meaning:
+            meaning = f"({_type_name(f.type)})"
+        rows.append((key, to_dict(value), meaning))
+    return rows
+
+
+def _type_name(t: Any) -> str:
+    return t if isinstance(t, str) else getattr(t, "__name__", str(t))

@@ -83,6 +83,8 @@ def _env_rank() -> int:
 
 #: The run's config as it started (never rewritten by a resume), the record of each resume that
 #: changed settings (one JSON object a line), and the config in force since the last such resume.
+#: Runs shorter than this many steps get a hint that the final evaluation may take longer than them.
+SHORT_RUN_STEPS = 50
 CONFIG_FILE, CONFIG_HISTORY_FILE, CONFIG_EFFECTIVE_FILE = "config.yaml", "config-history.jsonl", "config-effective.yaml"
 
 
@@ -303,6 +305,10 @@ def pretrain(
     plot_metrics(run_dir / "metrics.csv", run_dir / "plots")
     evaluation = None
     if evaluator is not None:
+        if fit.steps - fit.start_step < SHORT_RUN_STEPS:
+            log.warning("a %d-step run: the final evaluation (%s) still fits its probes on the whole evaluation "
+                        "set and can take minutes; for a quick check pass eval.enabled=false, and evaluate "
+                        "later with `jepa eval %s`", fit.steps - fit.start_step, spec.evaluator, run_dir)
         evaluation = evaluator(spec, cfg, model, trainer.device, out_dir=run_dir / "eval", run_dir=run_dir)
         if evaluation is not None:
             summary["evaluation"] = evaluation["results"]

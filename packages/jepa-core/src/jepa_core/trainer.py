@@ -322,8 +322,12 @@ class Trainer:
         self.momentum_schedule = LinearMomentum(oc.ema[0], oc.ema[1], T) if self.has_targets else None
         self.warmup_steps = warm
         self.total_steps = int(oc.epochs * self.ipe)
-        if oc.max_steps is not None:
-            self.total_steps = min(self.total_steps, oc.max_steps)
+        if oc.max_steps is not None and oc.max_steps < self.total_steps:
+            self.total_steps = oc.max_steps
+            if self.dist.is_main:  # the documented choice: a cut, not a rescaled schedule
+                log.info("optim.max_steps=%d stops the run at step %d of its %d-step schedules (LR then %.3g, "
+                         "not yet annealed); to run a whole, shorter schedule lower optim.epochs or optim.ipe",
+                         oc.max_steps, oc.max_steps, T, self.lr_schedule.value(oc.max_steps))
 
     def _loader(self, start_batch: int) -> DataLoader:
         # Endless: a batch whose samples were all corrupt is skipped, so a run may need more
