@@ -52,7 +52,8 @@ def maybe_compile(net: nn.Module, enabled: bool) -> nn.Module:
     Only the forward that the trainer calls is compiled; parameters, state dicts and the EMA
     target stay those of the wrapped module (call ``update_target`` etc. on the original).
     Mask lengths change from batch to batch, so shapes are marked dynamic after the first
-    recompile (torch's default)."""
+    recompile (torch's default); with ``mask.buckets=N`` (:mod:`jepa_core.masks.buckets`) the
+    step sees at most N static shapes per mask and compiles once per bucket instead."""
     if not enabled:
         return net
     return torch.compile(net)

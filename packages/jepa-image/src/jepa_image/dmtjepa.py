@@ -83,6 +83,9 @@ class DMTJEPAConfig(IJEPAConfig):
     def check(self, prefix: str) -> None:
         """I-JEPA's checks, then: the window fits the token grid, the head count divides the width."""
         super().check(prefix)
+        if self.mask.buckets:
+            raise ConfigError("mask.buckets applies to I-JEPA only: DMT-JEPA's head mixes context tokens, and "
+                              "padded ones would enter it; keep mask.buckets=0")
         grid = self.data.image_size // self.model.patch_size
         try:
             check_grid((grid, grid), self.dmt.window)

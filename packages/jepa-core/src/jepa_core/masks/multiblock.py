@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from jepa_core.masks.blocks import block_masks, first_k, to_indices
 from jepa_core.masks.blocks import paint_blocks as _paint_blocks  # noqa: F401  (old import path)
+from jepa_core.masks.buckets import bucket_length, default_buckets, pad_masks
 from jepa_core.masks.collator import MaskCollator, StepSeeds, mix_seed
 
 __all__ = ["MASK_TAG", "MultiBlockMaskCollator", "MultiBlockMaskConfig", "MultiBlockMaskGenerator",
@@ -63,6 +64,11 @@ class MultiBlockMaskConfig:
     allow_overlap: bool = False
     fix_position_bound: bool = False
     min_keep_context: int | None = None
+    buckets: int = 0
+    """0 (official): every batch's masks are as long as its shortest one, a new length per batch.
+    N > 0: context and target masks are padded to one of N lengths each
+    (:mod:`jepa_core.masks.buckets`, flags ``masks_enc_valid`` / ``masks_pred_valid``), so a
+    compiled step (``train.compile``) sees at most N shapes; loss and gradients are the same."""
 
 
 class MultiBlockMaskGenerator:
@@ -201,10 +207,24 @@ class MultiBlockMaskSampler:
 
     def __init__(self, cfg: MultiBlockMaskConfig, grid_h: int, grid_w: int | None = None):
         self.generator = MultiBlockMaskGenerator(cfg, grid_h, grid_w)
+        self.buckets_enc: tuple[int, ...] = ()
+        self.buckets_pred: tuple[int, ...] = ()
+        if cfg.buckets:
+            g = self.generator
+            # the largest target block any draw can give (block sizes are step functions of r)
+            most = max(math.prod(g.block_size(_FixedDraw(r), cfg.pred_mask_scale, cfg.aspect_ratio))
+                       for r in torch.linspace(0, 1, 1001).tolist())
+            self.buckets_enc = default_buckets(g.H * g.W, cfg.buckets)
+            self.buckets_pred = default_buckets(most, cfg.buckets)
 
     def __call__(self, batch_size: int, seeds: StepSeeds, inputs=None) -> dict:
         masks_enc, masks_pred = self.generator.sample(batch_size, seeds.generator(MASK_TAG))
-        return {"masks_enc": masks_enc, "masks_pred": masks_pred}
+        if not self.buckets_enc:
+            return {"masks_enc": masks_enc, "masks_pred": masks_pred}
+        enc = [pad_masks(m, bucket_length(m.shape[1], self.buckets_enc)) for m in masks_enc]
+        pred = [pad_masks(m, bucket_length(m.shape[1], self.buckets_pred)) for m in masks_pred]
+        return {"masks_enc": [m for m, _ in enc], "masks_pred": [m for m, _ in pred],
+                "masks_enc_valid": [v for _, v in enc], "masks_pred_valid": [v for _, v in pred]}
 
 
 class MultiBlockMaskCollator(MaskCollator):

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from jepa_core.masks.buckets import key_padding_mask
 from jepa_core.masks.ops import apply_masks
 from jepa_core.nn.interfaces import Masks, PositionEncoding
 from jepa_core.nn.layers import Block, LayerNorm, Segments, build_blocks, init_transformer_
@@ -128,16 +129,23 @@ class MaskedEncoder(nn.Module):
         x: torch.Tensor,
         masks: Masks = None,
         return_layers: Sequence[int] | None = None,
+        valid: Masks = None,
     ) -> torch.Tensor | list[torch.Tensor]:
+        """``valid``: with bucketed (padded) masks (:mod:`jepa_core.masks.buckets`), their
+        ``[B, K]`` flags, one per mask; padded tokens are no attention keys, so every valid
+        token's output equals the unpadded pass's (outputs at padded slots are to be dropped)."""
         grid = self.token_grid(x)
         x = self.embed(x, grid)
+        attn_mask = None
         if masks is None:
             ids = torch.arange(x.shape[1], device=x.device)
         else:
             masks = mask_list(masks)
             x = apply_masks(x, masks)
             ids = masks[0] if len(masks) == 1 else torch.cat(masks, dim=0)  # positions = kept indices
-        return self.run_blocks(x, self.attention_context(ids, grid), None, return_layers)
+            if valid is not None:
+                attn_mask = key_padding_mask(torch.cat(mask_list(valid), dim=0))
+        return self.run_blocks(x, self.attention_context(ids, grid), attn_mask, return_layers)
 
     def forward_multi(self, x: torch.Tensor, masks: Sequence[torch.Tensor], packed: bool = True) -> list[torch.Tensor]:
         """Encode the same inputs under several mask configurations: one ``[B, K_i, D]`` per mask.

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from jepa_core.masks.buckets import key_padding_mask
 from jepa_core.masks.ops import apply_masks
 from jepa_core.nn.encoder import mask_list
 from jepa_core.nn.interfaces import Masks, PositionEncoding
@@ -148,7 +149,13 @@ class MaskTokenPredictor(nn.Module):
         masks_tgt: Masks,
         mask_index: int = 0,
         condition: torch.Tensor | None = None,
+        valid_ctx: Masks = None,
+        valid_tgt: Masks = None,
     ) -> torch.Tensor:
+        """Predictions ``[n_tgt x n_ctx x B, K_tgt, D]`` (rows: target mask, context mask,
+        sample). ``valid_ctx`` / ``valid_tgt``: the ``[B, K]`` flags of bucketed (padded) masks
+        (:mod:`jepa_core.masks.buckets`); padded context tokens and queries are no attention
+        keys, so the valid queries' outputs equal the unpadded pass's."""
         masks_ctx, masks_tgt = mask_list(masks_ctx), mask_list(masks_tgt)
         n_ctx_masks, n_tgt_masks = len(masks_ctx), len(masks_tgt)
         B = z.shape[0] // n_ctx_masks
@@ -179,14 +186,26 @@ class MaskTokenPredictor(nn.Module):
             n_ctx = x.shape[1]
         x = torch.cat([x, queries], dim=1)
         ids = torch.cat([torch.cat(masks_ctx, dim=0).repeat(n_tgt_masks, 1), ids_tgt], dim=1)
+        keys = None  # which tokens are attention keys: all, unless masks were padded to a bucket
+        if valid_ctx is not None or valid_tgt is not None:
+            v_ctx = (torch.cat(mask_list(valid_ctx), dim=0) if valid_ctx is not None
+                     else torch.ones(z.shape[0], z.shape[1], dtype=torch.bool, device=z.device))
+            v_tgt = (repeat_interleave_batch(torch.cat(mask_list(valid_tgt), dim=0), B, n_ctx_masks)
+                     if valid_tgt is not None else torch.ones_like(ids_tgt, dtype=torch.bool))
+            parts = [v_ctx.repeat(n_tgt_masks, 1)]
+            if extra_tokens is not None:
+                parts.append(torch.ones(x.shape[0], extra_tokens.shape[1], dtype=torch.bool, device=x.device))
+            keys = torch.cat([*parts, v_tgt], dim=1)
         if self.sort_tokens:
             order = torch.argsort(ids, dim=1)
             ids = torch.gather(ids, 1, order)
             x = torch.gather(x, 1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+            keys = None if keys is None else torch.gather(keys, 1, order)
         context = None if self.positions is None else self.positions.attention_context(ids, self.grid_size)
         extra = () if context is None else (context,)  # one context (RoPE tables) for all blocks
+        attn_mask = None if keys is None else key_padding_mask(keys)
         for blk in self.predictor_blocks:
-            x = blk(x, *extra)  # full attention, no mask (as every official predictor)
+            x = blk(x, *extra, attn_mask=attn_mask)  # full attention (as every official predictor) over the keys
         x = self.predictor_norm(x)
         if self.sort_tokens:
             # The queries sit at sorted slots inverse[:, n_ctx:]; gather them back in mask order.
