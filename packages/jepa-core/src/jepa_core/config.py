@@ -386,7 +386,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value not in args:
             raise ConfigError(f"config key {key!r} must be one of {list(args)}, got {value!r}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -440,7 +440,7 @@ def drop_retired_keys(data: dict) -> dict:
     out = copy.deepcopy(data)
     for dotted in RETIRED_KEYS:
         *path, last = dotted.split(".")
-        node = out
+        node: Any = out
         for p in path:
             node = node.get(p) if isinstance(node, dict) else None
         if isinstance(node, dict):
@@ -675,10 +675,10 @@ def explain(cfg: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
         if f.name in bounds:
             meaning = f"{meaning} [{bounds[f.name].describe()}]".strip()
         if not meaning:
-            meaning = f"({_type_name(f.type)})"
+            meaning = f"({_annotation_name(f.type)})"
         rows.append((key, to_dict(value), meaning))
     return rows
 
 
-def _type_name(t: Any) -> str:
+def _annotation_name(t: Any) -> str:
     return t if isinstance(t, str) else getattr(t, "__name__", str(t))

@@ -17,7 +17,8 @@ def param_groups(modules: dict[str, nn.Module]) -> list[dict]:
     """
     decayed, not_decayed = [], []  # official order: all decayed groups, then the others
     for name, module in modules.items():
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for pname, p in module.named_parameters():
             if not p.requires_grad:
                 continue
@@ -56,4 +57,4 @@ def maybe_compile(net: nn.Module, enabled: bool) -> nn.Module:
     step sees at most N static shapes per mask and compiles once per bucket instead."""
     if not enabled:
         return net
-    return torch.compile(net)
+    return torch.compile(net)  # type: ignore[return-value]  # an OptimizedModule, a Module at run time

@@ -138,7 +138,7 @@ class MethodSpec:
         if overrides:
             data = deep_merge(data, parse_overrides(overrides))
         data.setdefault("method", self.name)
-        data.setdefault("preset", preset or Path(file).stem if (preset or file) else "")
+        data.setdefault("preset", preset or (Path(file).stem if file else ""))
         if data["method"] != self.name:
             raise ConfigError(f"config is for method {data['method']!r}, not {self.name!r}")
         return from_dict(self.config_cls, data)

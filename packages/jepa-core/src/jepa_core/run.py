@@ -295,10 +295,10 @@ def pretrain(
             model = spec.build_model(cfg)
             model.load_state_dict(full)
             model.to(trainer.device)
-        trainer.model = None
+        trainer.model = None  # type: ignore[assignment]  # rank 0 evaluates the gathered copy
     # Training is over on every rank: end the process group now (rank 0 evaluates alone), after
     # dropping the engine that holds it.
-    trainer.net = None
+    trainer.net = None  # type: ignore[assignment]
     shutdown_distributed(dist)
     if not dist.is_main:
         return summary
@@ -398,9 +398,10 @@ def load_run(path: str | Path, overrides: list[str] | None = None) -> dict[str, 
             data = load_yaml(run_dir / "config.yaml")  # a Trainer checkpoint beside its run's config
     elif path.is_dir() and ((path / "config.yaml").is_file() or (path / "checkpoints").is_dir()):
         run_dir = path
-        found = ckpt.latest_valid(path / "checkpoints")
-        if found is None:
+        latest = ckpt.latest_valid(path / "checkpoints")
+        if latest is None:
             raise ConfigError(f"no readable checkpoint in {path / 'checkpoints'}")
+        found = latest
         data = load_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else found[1].get("config") or {}
     else:
         raise ConfigError(f"{path} is neither a run folder (no config.yaml or checkpoints/ in it) nor a checkpoint file")
@@ -450,7 +451,7 @@ def evaluate_run(
     if spec.evaluator is None:
         raise ConfigError(f"method {spec.name!r} has no evaluator (its MethodSpec.evaluator is None)")
     if out_dir is None:
-        out_dir = run_dir / "eval"
+        out_dir = Path(run_dir) / "eval"
         archived = archive_eval_dir(out_dir)
         if archived is not None:
             log.info("the earlier evaluation in %s was moved to %s", out_dir, archived)

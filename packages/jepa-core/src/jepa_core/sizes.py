@@ -34,7 +34,9 @@ def resolve_vit_size(
     Raises :class:`jepa_core.config.ConfigError` (a ``ValueError``) naming the fix.
     """
     if table is None:
-        from jepa_core.nn import VIT_SIZES as table  # noqa: N811
+        from jepa_core.nn import VIT_SIZES
+
+        table = VIT_SIZES
     if name == CUSTOM:
         if None in (embed_dim, depth, num_heads):
             raise ConfigError(f"{what}=custom needs model.embed_dim, model.depth and model.num_heads")
@@ -61,7 +63,9 @@ def vit_size_name(
 ) -> str | None:
     """The name of the size of ``table`` with exactly these four values, or None."""
     if table is None:
-        from jepa_core.nn import VIT_SIZES as table  # noqa: N811
+        from jepa_core.nn import VIT_SIZES
+
+        table = VIT_SIZES
     for name, size in table.items():
         if tuple(size) == (embed_dim, depth, num_heads, mlp_ratio):
             return name

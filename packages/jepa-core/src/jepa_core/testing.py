@@ -167,7 +167,7 @@ def unranged_fields(cls: type) -> list[str]:
     hints, declared, out = typing.get_type_hints(cls), field_ranges(cls), []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             out += [f"{f.name}.{k}" for k in unranged_fields(tp)]
         elif numeric(tp) and f.name not in declared:
             out.append(f.name)

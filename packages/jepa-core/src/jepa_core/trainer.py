@@ -234,6 +234,10 @@ class Trainer:
         self._build_optimizer()
         self._build_schedules()
 
+    def _num_samples(self) -> int:
+        """``len(dataset)``: the Trainer takes map-style datasets, which have one."""
+        return len(self.dataset)  # type: ignore[arg-type]
+
     def _record_config(self) -> None:
         """``config.yaml`` for a run the Python API started with a method config (``jepa pretrain``
         writes its own first, which is kept); a warning when there is no config to record."""
@@ -295,7 +299,7 @@ class Trainer:
         tc, oc = self.train_cfg, self.optim_cfg
         accum = max(1, oc.grad_accum)
         try:
-            probe = StepBatchSampler(len(self.dataset), self.batch_size, 1, tc.seed, self.dist.rank,
+            probe = StepBatchSampler(self._num_samples(), self.batch_size, 1, tc.seed, self.dist.rank,
                                      self.dist.world_size)
         except ValueError as e:  # the sampler's size checks (e.g. a dataset smaller than one batch) name the fix
             if isinstance(e, ConfigError):
@@ -311,6 +315,7 @@ class Trainer:
         warm = int(oc.warmup * self.ipe)
         scale = self._lr_scale()
         start_lr, ref_lr, final_lr = oc.start_lr * scale, oc.lr * scale, oc.final_lr * scale
+        self.lr_schedule: WarmupCosine | LinearDecay | WarmupConstant
         if oc.lr_schedule == "cosine":
             self.lr_schedule = WarmupCosine(start_lr, ref_lr, final_lr, warm, T)
         elif oc.lr_schedule == "linear":
@@ -334,7 +339,7 @@ class Trainer:
         # batches than steps; the position to resume from is the number of batches consumed.
         tc = self.train_cfg
         sampler = StepBatchSampler(
-            len(self.dataset), self.batch_size, None, tc.seed, self.dist.rank, self.dist.world_size,
+            self._num_samples(), self.batch_size, None, tc.seed, self.dist.rank, self.dist.world_size,
             start_step=start_batch,
         )
         return DataLoader(
@@ -409,7 +414,7 @@ class Trainer:
     def _load_states(self, obj: dict, path: Path | None = None) -> None:
         # Shapes first: a checkpoint of another architecture is named as such, not a
         # size-mismatch traceback from load_state_dict.
-        ckpt.check_fits(self.model.state_dict(), obj["model"], path, self.run_dir,
+        ckpt.check_fits(self.model.state_dict(), obj["model"], path or "checkpoint", self.run_dir,
                         getattr(self.model, "explain_checkpoint_mismatch", None))
         by_name = obj.get("optimizer_keys") == "names"
         if self.strategy != "fsdp" and not by_name:
@@ -907,7 +912,7 @@ class MetricsWriter:
         if self.path.exists():
             with open(self.path, newline="") as f:
                 reader = csv.DictReader(f)
-                self.fields = reader.fieldnames
+                self.fields = list(reader.fieldnames) if reader.fieldnames else None
                 kept = [r for r in reader if int(float(r["step"])) <= start_step]
         if self.fields:
             with self._naming_storage_errors():

@@ -8,6 +8,7 @@ per-call overhead is several times lower than torch's; hence the numpy paths.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,12 +42,17 @@ def first_k(masks, k: int, counts=None) -> torch.Tensor:
         starts = counts.cumsum(0) - counts
         rows = torch.arange(R, device=masks.device) * N
         return flat[starts[:, None] + torch.arange(k, device=masks.device)] - rows[:, None]
-    m = masks.numpy() if isinstance(masks, torch.Tensor) else masks
+    m: Any = masks.numpy() if isinstance(masks, torch.Tensor) else masks
     c = m.sum(-1) if counts is None else (counts.numpy() if isinstance(counts, torch.Tensor) else counts)
-    starts = np.cumsum(c) - c
-    flat = np.flatnonzero(m)
     if k == 0:
         return torch.zeros(R, 0, dtype=torch.long)
+    return torch.from_numpy(_first_k_numpy(m, c, k))
+
+
+def _first_k_numpy(m: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
+    R, N = m.shape
+    starts = np.cumsum(c) - c
+    flat = np.flatnonzero(m)
     # windows of k consecutive entries (a strided view built directly: as_strided's and
     # sliding_window_view's argument handling cost more than the gather here), then a copy of
     # row r = flat[starts[r]:][:k]
@@ -54,7 +60,7 @@ def first_k(masks, k: int, counts=None) -> torch.Tensor:
     windows = np.ndarray((len(flat) - k + 1, k), flat.dtype, flat, 0, (step, step))
     out = windows[starts]
     out -= (np.arange(R) * N)[:, None]
-    return torch.from_numpy(out.astype(np.int64, copy=False))
+    return out.astype(np.int64, copy=False)
 
 
 @functools.lru_cache(maxsize=64)

@@ -105,7 +105,7 @@ class MultiBlockMaskGenerator:
                 f"on a {self.H}x{self.W} token grid; lower mask.min_keep_context / mask.min_keep"
             )
 
-    def block_size(self, generator: torch.Generator, scale, aspect) -> tuple[int, int]:
+    def block_size(self, generator: torch.Generator | _FixedDraw, scale, aspect) -> tuple[int, int]:
         r = generator.draw() if isinstance(generator, _FixedDraw) else torch.rand(1, generator=generator).item()
         mask_scale = scale[0] + r * (scale[1] - scale[0])
         k = int(self.H * self.W * mask_scale)
@@ -130,7 +130,8 @@ class MultiBlockMaskGenerator:
 
     def _blocks(self, shape: tuple[int, ...], h: int, w: int, g: torch.Generator) -> torch.Tensor:
         """Boolean blocks of size h x w at random positions: ``[*shape, H, W]``."""
-        return self._paint(*self._positions(shape, h, w, g), h, w)
+        top, left = self._positions(shape, h, w, g)
+        return self._paint(top, left, h, w)
 
     def _context(self, B: int, h: int, w: int, complements: torch.Tensor | None, g) -> torch.Tensor:
         """One context mask per sample, ``[B, H, W]``, by the official relax-after-20-tries rule.
@@ -152,6 +153,7 @@ class MultiBlockMaskGenerator:
             keep = n_regions - dropped
             if keep > 0:
                 # The region the context may use: outside the first `keep` target blocks.
+                assert complements is not None  # keep > 0 needs target blocks
                 rows = complements if len(todo) == B else complements[todo]
                 allowed = rows[:, :keep].all(dim=1)  # [b, H, W]
                 S = F.pad(allowed.to(torch.int32).cumsum(-2).cumsum(-1), (1, 0, 1, 0)).flatten(1)
@@ -212,8 +214,9 @@ class MultiBlockMaskSampler:
         if cfg.buckets:
             g = self.generator
             # the largest target block any draw can give (block sizes are step functions of r)
-            most = max(math.prod(g.block_size(_FixedDraw(r), cfg.pred_mask_scale, cfg.aspect_ratio))
-                       for r in torch.linspace(0, 1, 1001).tolist())
+            sizes = (g.block_size(_FixedDraw(r), cfg.pred_mask_scale, cfg.aspect_ratio)
+                     for r in torch.linspace(0, 1, 1001).tolist())
+            most = max(h * w for h, w in sizes)
             self.buckets_enc = default_buckets(g.H * g.W, cfg.buckets)
             self.buckets_pred = default_buckets(most, cfg.buckets)
 

@@ -147,6 +147,12 @@ class MaskedEncoder(nn.Module):
                 attn_mask = key_padding_mask(torch.cat(mask_list(valid), dim=0))
         return self.run_blocks(x, self.attention_context(ids, grid), attn_mask, return_layers)
 
+    @staticmethod
+    def _final(out: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """``run_blocks``' output without ``return_layers``: one tensor."""
+        assert isinstance(out, torch.Tensor)
+        return out
+
     def forward_multi(self, x: torch.Tensor, masks: Sequence[torch.Tensor], packed: bool = True) -> list[torch.Tensor]:
         """Encode the same inputs under several mask configurations: one ``[B, K_i, D]`` per mask.
 
@@ -164,10 +170,10 @@ class MaskedEncoder(nn.Module):
         tokens = self.embed(x, grid)
         masks = list(masks)
         if not packed or len(masks) == 1:
-            return [self.run_blocks(apply_masks(tokens, m), self.attention_context(m, grid)) for m in masks]
+            return [self._final(self.run_blocks(apply_masks(tokens, m), self.attention_context(m, grid))) for m in masks]
         lengths = [m.shape[1] for m in masks]
         seq = torch.cat([apply_masks(tokens, m) for m in masks], dim=1)
-        tokens = None  # keep only the gathered tokens alive (peak memory; `del` would break torch.compile graphs)
+        tokens = None  # type: ignore[assignment]  # keep only the gathered tokens alive (peak memory; `del` would break torch.compile graphs)
         ids = torch.cat(masks, dim=1)
-        out = self.run_blocks(seq, self.attention_context(ids, grid), Segments(lengths))
+        out = self._final(self.run_blocks(seq, self.attention_context(ids, grid), Segments(lengths)))
         return list(out.split(lengths, dim=1))

@@ -99,7 +99,8 @@ class PositionEncoding(Protocol):
     pairs of tokens (an attention bias) must be cut to the segments by the block.
     """
 
-    block: Callable[..., nn.Module]
+    @property
+    def block(self) -> Callable[..., nn.Module]: ...
 
     def table(self, grid: tuple[int, ...], dim: int) -> torch.Tensor | None: ...
 

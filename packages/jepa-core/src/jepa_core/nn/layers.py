@@ -10,7 +10,7 @@ vjepa2:src/models/utils/modules.py) so that official state dicts load without re
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import torch
@@ -37,7 +37,7 @@ def trunc_normal_init_(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
-def rescale_blocks_(blocks: Sequence[nn.Module]) -> None:
+def rescale_blocks_(blocks: Iterable[nn.Module]) -> None:
     """Divide ``attn.proj`` and ``mlp.fc2`` weights of block i (1-based) by sqrt(2 i).
 
     The official constructors do this, but I-JEPA and V-JEPA re-initialise every Linear
@@ -62,7 +62,8 @@ def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.
 
     One ``unbind`` of one view: the backward stacks the three gradients once.
     """
-    return rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=num_heads).unbind(0)
+    q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=num_heads).unbind(0)
+    return q, k, v
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
@@ -163,7 +164,7 @@ def build_blocks(
     return nn.ModuleList(block(dim, num_heads, mlp_ratio, qkv_bias, r) for r in rates)
 
 
-def init_transformer_(module: nn.Module, blocks: Sequence[nn.Module], init_std: float, rescale_init: bool) -> None:
+def init_transformer_(module: nn.Module, blocks: Iterable[nn.Module], init_std: float, rescale_init: bool) -> None:
     """The official constructor init of an encoder or predictor: :func:`trunc_normal_init_` on
     every submodule, then (``rescale_init``) :func:`rescale_blocks_` on ``blocks``. Call it last,
     once every layer exists."""

@@ -89,7 +89,7 @@ class MaskTokenPredictor(nn.Module):
             self.mask_token = nn.Parameter(torch.zeros(1, 1, predictor_embed_dim))
         else:
             self.mask_tokens = nn.ParameterList(
-                nn.Parameter(torch.zeros(1, 1, predictor_embed_dim)) for _ in range(num_mask_tokens)
+                nn.Parameter(torch.zeros(1, 1, predictor_embed_dim)) for _ in range(self.num_mask_tokens)
             )
         table = None if positions is None else positions.table(self.grid_size, predictor_embed_dim)
         self._additive = table is not None
@@ -156,6 +156,8 @@ class MaskTokenPredictor(nn.Module):
         sample). ``valid_ctx`` / ``valid_tgt``: the ``[B, K]`` flags of bucketed (padded) masks
         (:mod:`jepa_core.masks.buckets`); padded context tokens and queries are no attention
         keys, so the valid queries' outputs equal the unpadded pass's."""
+        if masks_ctx is None or masks_tgt is None:
+            raise ValueError("the predictor needs the context and the target masks")
         masks_ctx, masks_tgt = mask_list(masks_ctx), mask_list(masks_tgt)
         n_ctx_masks, n_tgt_masks = len(masks_ctx), len(masks_tgt)
         B = z.shape[0] // n_ctx_masks
