@@ -118,7 +118,7 @@ def test_jepa_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     from jepa_core.cli import main
 
     assert main(["eval", str(tmp_path)]) == 2
-    assert "neither a run folder (no config.yaml in it) nor a checkpoint file" in capsys.readouterr().err
+    assert "neither a run folder (no config.yaml or checkpoints/ in it) nor a checkpoint file" in capsys.readouterr().err
 
 
 def test_attentive_protocol_extracts_each_split_once_and_pools_the_same_tokens():

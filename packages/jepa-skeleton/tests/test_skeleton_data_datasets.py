@@ -123,6 +123,23 @@ def test_skeleton_folder(tmp_path):
         SkeletonFolder(tmp_path)
 
 
+def test_skeleton_folder_skips_and_counts_nan_and_empty_sequences(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "wave").mkdir()
+    good = rng.normal(size=(6, 17, 3))
+    nan = good.copy()
+    nan[2, 4, 1] = np.nan
+    for name, a in (("a.npy", good), ("b_nan.npy", nan), ("c_empty.npy", np.zeros((6, 17, 3))),
+                    ("d_no_frames.npy", np.zeros((0, 17, 3)))):
+        np.save(tmp_path / "wave" / name, a)
+    ds = SkeletonFolder(tmp_path)
+    assert len(ds) == 4 and ds[0][0].shape == (3, 6, 17, 1)
+    for i, why in ((1, "non-finite"), (2, "no valid frame"), (3, "no valid frame")):
+        with pytest.raises(CorruptSampleError, match=why):
+            ds[i]
+    assert ds.num_bad == 3
+
+
 def test_subset_fraction():
     labels = np.repeat(np.arange(10), [100, 50, 30, 7, 200, 10, 3, 60, 40, 500])
     sub = subset_fraction(labels, 0.01, seed=0)

@@ -76,6 +76,8 @@ def _broken(tmp_path, text: str, name: str = "S001C001P001R001A001.skeleton") ->
     ("truncated", 100, "truncated"),
     ("joint_count", 31, "expected 25 joints, got 24"),  # second frame's count line
     ("non_numeric", 8, "non-numeric"),
+    ("nan", 9, "non-finite value in a joint line: '0.04 nan 3'"),  # float() would read it
+    ("inf", 10, "non-finite value in a joint line: '0.05 0.5 -inf'"),
     ("bad_frames", 1, "number of frames"),
     ("fields", 7, "12 fields"),
     ("extra", 197, "after the last"),
@@ -90,6 +92,10 @@ def test_malformed_files(tmp_path, case, line, msg):
         line = 33
     elif case == "non_numeric":
         lines[7] = lines[7].replace("0.03", "abc", 1)
+    elif case == "nan":
+        lines[8] = lines[8].replace("0.04 0.5", "0.04 nan", 1)
+    elif case == "inf":
+        lines[9] = lines[9].replace("0.05 0.5 3", "0.05 0.5 -inf", 1)
     elif case == "bad_frames":
         lines[0] = "six"
     elif case == "fields":
@@ -132,16 +138,21 @@ def test_convert_ntu_skips_and_counts_bad_files(tmp_path):
     shutil.copy(FIXTURE, src / "S001C001P003R001A002.skeleton")  # xsub60 test
     text = FIXTURE.read_text().splitlines()
     (src / "S001C001P002R001A005.skeleton").write_text("\n".join(text[:50]))  # truncated
-    (src / "S001C001P004R001A005.skeleton").write_text("3\n0\n0\n0\n")  # no body at all
+    (src / "S001C001P004R001A005.skeleton").write_text("3\n0\n0\n0\n")  # no body at all: no valid frame
+    (src / "S001C001P005R001A005.skeleton").write_text(  # a NaN joint
+        "\n".join(t.replace("0.03 0.5", "0.03 nan", 1) for t in text) + "\n")
     shutil.copy(FIXTURE, src / "S018C001P001R001A100.skeleton")  # NTU-120 only: excluded
     shutil.copy(FIXTURE, src / "S001C001P001R001A007.skeleton")  # ignored by name
     out = tmp_path / "ntu.npz"
     summary = convert_ntu(src, out, "xsub60", num_frames=6, ignore=["S001C001P001R001A007"])
     assert summary["train"] == 1 and summary["test"] == 1
-    assert summary["skipped"] == 2 and summary["excluded"] == 1 and summary["ignored"] == 1
+    assert summary["skipped"] == 3 and summary["excluded"] == 1 and summary["ignored"] == 1
     assert sorted(summary["skipped_files"]) == ["S001C001P002R001A005.skeleton",
-                                                "S001C001P004R001A005.skeleton"]
+                                                "S001C001P004R001A005.skeleton",
+                                                "S001C001P005R001A005.skeleton"]
     assert "line 51" in summary["errors"]["S001C001P002R001A005.skeleton"]
+    assert "no frame has a body" in summary["errors"]["S001C001P004R001A005.skeleton"]
+    assert "line 8: non-finite" in summary["errors"]["S001C001P005R001A005.skeleton"]
     z = np.load(out)
     assert z["x_train"].shape == (1, 3, 6, 25, 2) and z["x_train"].dtype == np.float32
     np.testing.assert_array_equal(z["y_train"], [12])

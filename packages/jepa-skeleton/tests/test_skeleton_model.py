@@ -240,6 +240,18 @@ def test_encoder_sees_only_the_visible_tokens():
     assert not torch.allclose(enc(x2), enc(x), atol=1e-3)
 
 
+def test_a_joint_count_other_than_the_graphs_is_a_clear_error():
+    cfg = _tiny_cfg()  # NTU's 25 joints
+    model = sjepa.build_model(cfg)
+    from jepa_core.data import Stamped
+
+    batch = sjepa.train_collate(cfg)([Stamped((torch.randn(3, 16, 17, 2), 0), 0, i) for i in range(2)])
+    with pytest.raises(ValueError, match=r"V=25\].*got \(4, 3, 16, 17\)"):  # 2 samples x 2 persons
+        model({k: v for k, v in batch.items() if k not in ("labels", "num_bad")})
+    with pytest.raises(ValueError, match=r"V=25\].*got \(2, 3, 16, 17\)"):
+        model.eval_encoder()(torch.randn(1, 3, 16, 17, 2))
+
+
 def test_eval_encoder_averages_the_persons_tokens():
     torch.manual_seed(0)
     enc = SkeletonEncoder(3, 16, 25, 4, 32, 2, 2).eval()

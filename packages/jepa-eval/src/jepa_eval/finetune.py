@@ -48,6 +48,8 @@ class FinetuneResult:
     model: PooledClassifier  # the fine-tuned copy (encoder + head), in eval mode
     seconds: float
     config: dict = field(default_factory=dict)
+    predictions: torch.Tensor | None = None  # predicted class of each test sample, in order (confusion matrix)
+    test_labels: torch.Tensor | None = None
 
 
 def _embed_dim(encoder: nn.Module, sample: torch.Tensor, device) -> int:
@@ -88,14 +90,14 @@ def _set_trainable(encoder: nn.Module, last_blocks: int | None, train_norm: bool
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, dataset: Dataset, batch_size: int, device) -> float:
+def _predict(model: nn.Module, dataset: Dataset, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(predicted classes, labels)`` of every sample of ``dataset``, in order, on CPU."""
     model.eval()
-    correct = total = 0
+    preds, labels = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0, dtype=torch.long)]
     for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        y = torch.as_tensor(y).to(device)
-        correct += int((model(x.to(device)).argmax(1) == y).sum())
-        total += len(y)
-    return 100.0 * correct / max(total, 1)
+        preds.append(model(x.to(device)).argmax(1).cpu())
+        labels.append(torch.as_tensor(y).long().cpu())
+    return torch.cat(preds), torch.cat(labels)
 
 
 def finetune(
@@ -164,9 +166,9 @@ def finetune(
             n += 1
             step += 1
         losses.append(s / max(n, 1))
-    acc = _accuracy(model, test_set, batch_size, device)
+    preds, labels = _predict(model, test_set, batch_size, device)
     return FinetuneResult(
-        accuracy=acc,
+        accuracy=100.0 * int((preds == labels).sum()) / max(len(labels), 1),
         train_loss=losses,
         trainable_params=sum(p.numel() for p in trainable),
         total_params=sum(p.numel() for p in model.parameters()),
@@ -174,4 +176,6 @@ def finetune(
         seconds=round(time.perf_counter() - t0, 2),
         config={"last_blocks": last_blocks, "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
                 "batch_size": batch_size, "seed": seed, "steps": step},
+        predictions=preds,
+        test_labels=labels,
     )

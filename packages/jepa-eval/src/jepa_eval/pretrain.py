@@ -339,12 +339,55 @@ def _score(enc, tr_x, tr_y, te_x, te_y, tokens, train_set, test_set, cfg, device
     if enc is not None and "finetune" in protocols:
         from jepa_eval.finetune import finetune
 
-        ft = finetune(enc, train_set, test_set, int(max(tr_y.max(), te_y.max())) + 1,
+        num_classes = int(max(tr_y.max(), te_y.max())) + 1
+        ft = finetune(enc, train_set, test_set, num_classes,
                       last_blocks=cfg.finetune_last_blocks, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
                       batch_size=min(cfg.batch_size, 128), device=device, seed=seed)
         r["finetune"] = round(ft.accuracy, 2)
+        x["finetune_predictions"], x["finetune_labels"] = ft.predictions, ft.test_labels
+        for frac in getattr(cfg, "finetune_fractions", ()):
+            ft_frac, n = finetune_fraction(enc, train_set, test_set, _split_labels(tr_y, train_set), frac, num_classes,
+                                           cfg, device, seed)
+            r[finetune_key(frac)] = round(ft_frac.accuracy, 2)
+            r[finetune_key(frac) + "_samples"] = n
     r["feature_std_mean"] = round(float(tr_x.std(0).mean()), 5)
     return r, x
+
+
+def finetune_key(fraction: float) -> str:
+    """The result key of fine-tuning on ``fraction`` of the training labels: ``finetune_1%``."""
+    return f"finetune_{fraction * 100:g}%"
+
+
+def _split_labels(extracted_labels: torch.Tensor, train_set) -> torch.Tensor:
+    """The labels of every sample of ``train_set`` (the clean training split fine-tuning reads),
+    in order: the extracted labels when they cover the split (the features are extracted in
+    dataset order), else read from the samples (``eval.train_samples`` probed only the first)."""
+    if len(extracted_labels) == len(train_set):
+        return extracted_labels.long()
+    return torch.tensor([int(torch.as_tensor(train_set[i][1])) for i in range(len(train_set))], dtype=torch.long)
+
+
+def finetune_fraction(enc, train_set, test_set, labels: torch.Tensor, fraction: float, num_classes: int, cfg,
+                      device, seed):
+    """Semi-supervised fine-tuning: :func:`jepa_eval.finetune.finetune` on a class-balanced
+    subset of the training split, ``max(1, round(fraction * n_c))`` samples of every class c
+    drawn with the seed (:func:`jepa_eval.lowshot.stratified_subset`, the low-shot probe's
+    subsets), scored on the whole test split; the settings of the full fine-tuning
+    (``eval.finetune_*``, the same epochs: fewer steps on fewer labels). The 1 % / 10 % label
+    protocol of MAMP and S-JEPA (MAMP:script_semi.sh and feeder_ntu_semi.py: the fine-tuning
+    recipe on a ``data_ratio`` of the training list, five draws there; one draw here, seeded by
+    ``seed``). Returns ``(FinetuneResult, subset size)``."""
+    from torch.utils.data import Subset
+
+    from jepa_eval.finetune import finetune
+    from jepa_eval.lowshot import stratified_subset
+
+    idx = stratified_subset(labels, fraction, seed)
+    ft = finetune(enc, Subset(train_set, idx.tolist()), test_set, num_classes,
+                  last_blocks=cfg.finetune_last_blocks, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
+                  batch_size=min(cfg.batch_size, 128), device=device, seed=seed)
+    return ft, len(idx)
 
 
 def _attentive(enc, train_set, test_set, cfg, device, seed, tokens=None) -> tuple[float, dict]:
@@ -370,11 +413,17 @@ def _attentive(enc, train_set, test_set, cfg, device, seed, tokens=None) -> tupl
 
 
 def _headline(r: dict) -> str:
-    keys = [k for k in ("linear_probe", "attentive_probe", "finetune") if k in r]
+    keys = [k for k in ("linear_probe", "attentive_probe", "finetune") if k in r] + \
+        [k for k in r if _is_fraction_key(k)]
     parts = [f"{k} {r[k]:.2f}%" for k in keys]
     if "knn" in r:
         parts.append("k-NN " + ", ".join(f"k={k}: {v:.2f}%" for k, v in r["knn"].items()))
     return "; ".join(parts)
+
+
+def _is_fraction_key(key: str) -> bool:
+    """``finetune_1%`` and the like (:func:`finetune_key`), not their ``_samples`` counts."""
+    return key.startswith("finetune_") and key.endswith("%")
 
 
 def markdown_table(results: dict) -> str:
@@ -393,6 +442,8 @@ def markdown_table(results: dict) -> str:
         cols.append(("attentive probe (%)", "attentive_probe"))
     if any("finetune" in r for r in results.values()):
         cols.append(("fine-tune (%)", "finetune"))
+    fracs_ft = list(dict.fromkeys(k for r in results.values() for k in r if _is_fraction_key(k)))
+    cols += [(f"fine-tune {k[len('finetune_'):-1]} % labels (%)", k) for k in fracs_ft]
     cols.append(("features", "feature_dim"))
 
     def cell(r: dict, key: str) -> str:
@@ -421,6 +472,10 @@ def markdown_table(results: dict) -> str:
         parts.append("Attentive: the best of a grid of cross-attention probes on all tokens, chosen on validation.")
     if "finetune" in ran:
         parts.append("Fine-tune: mean-pool + linear head, encoder trained.")
+    if fracs_ft:
+        sizes = ", ".join(f"{k[len('finetune_'):]}: {first.get(k + '_samples', '?')}" for k in fracs_ft)
+        parts.append(f"Fine-tune on x % labels: the same on a seeded class-balanced subset of the training labels "
+                     f"({sizes} samples).")
     parts.append(f"Scored on {first['test_samples']} held-out samples.")
     if first.get("skipped_corrupt"):
         parts.append(f"Skipped {first['skipped_corrupt']} corrupt samples ({first.get('skipped_corrupt_train', 0)} "

@@ -24,10 +24,16 @@ def write_report(results: dict, extras: dict, markdown: str, out_dir: Path, run_
 
     matplotlib.use("Agg")
     written = [plot_accuracy(results, out_dir / "accuracy.png")] if any(map(_metrics, results.values())) else []
+    # The confusion matrix of the first encoder's linear probe; without one, of its fine-tuning.
     first = next((n for n, x in extras.items() if n != "raw pixels" and "linear_predictions" in x), None)
+    tuned = next((n for n, x in extras.items() if x.get("finetune_predictions") is not None), None)
     if first is not None:
         x = extras[first]
         written.append(plot_confusion(x["test_labels"], x["linear_predictions"], first, out_dir / "confusion.png"))
+    elif tuned is not None:
+        x = extras[tuned]
+        written.append(plot_confusion(x["finetune_labels"], x["finetune_predictions"], tuned, out_dir / "confusion.png",
+                                      protocol="Fine-tuning"))
     shown = {n: x for n, x in extras.items() if n != "raw pixels" and "test_features" in x}
     if shown:
         written.append(plot_projection(shown, out_dir / "projection.png"))
@@ -51,6 +57,9 @@ def _metrics(r: dict) -> dict[str, float]:
         out["attentive"] = r["attentive_probe"]
     if "finetune" in r:
         out["fine-tune"] = r["finetune"]
+    for k, v in r.items():  # semi-supervised fine-tuning: finetune_1% (jepa_eval.pretrain.finetune_key)
+        if k.startswith("finetune_") and k.endswith("%"):
+            out[f"fine-tune {k[len('finetune_'):-1]} %"] = v
     return out
 
 
@@ -77,7 +86,8 @@ def plot_accuracy(results: dict, path: Path) -> Path:
     return path
 
 
-def plot_confusion(labels: torch.Tensor, preds: torch.Tensor, name: str, path: Path) -> Path:
+def plot_confusion(labels: torch.Tensor, preds: torch.Tensor, name: str, path: Path,
+                   protocol: str = "Linear probe") -> Path:
     import matplotlib.pyplot as plt
 
     n = int(max(labels.max(), preds.max())) + 1
@@ -93,7 +103,7 @@ def plot_confusion(labels: torch.Tensor, preds: torch.Tensor, name: str, path: P
                         color="white" if rates[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"Linear probe confusion matrix: {name}")
+    ax.set_title(f"{protocol} confusion matrix: {name}")
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

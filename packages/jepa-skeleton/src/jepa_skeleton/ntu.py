@@ -33,6 +33,7 @@ cross-view on cameras 2 and 3, cross-setup on the even setup numbers. The action
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -106,10 +107,13 @@ class _Lines:
         if len(fields) != n:
             raise self.error(f"expected {what} with {n} fields, got {len(fields)}")
         try:
-            return [float(v) for v in fields[:keep]]
+            values = [float(v) for v in fields[:keep]]
         except ValueError:
             raise self.error(f"non-numeric value in {what}: {' '.join(fields[:keep])!r}") \
                 from None
+        if not all(math.isfinite(v) for v in values):  # float() reads "nan" and "inf"
+            raise self.error(f"non-finite value in {what}: {' '.join(fields[:keep])!r}")
+        return values
 
 
 def read_skeleton(path: str | os.PathLike, max_bodies: int = 2) -> np.ndarray:
@@ -118,8 +122,8 @@ def read_skeleton(path: str | os.PathLike, max_bodies: int = 2) -> np.ndarray:
     ``T`` counts the frames with at least one body; a slot whose body is absent from a frame
     (or a slot with no body at all) is zero. Bodies are chosen as described in the module
     docstring. Raises :class:`SkeletonFormatError` (file name and line number) on a truncated
-    file, a bad count, a non-numeric value, a wrong number of fields or a joint count other
-    than 25. A file whose frames all have zero bodies gives ``T = 0``.
+    file, a bad count, a non-numeric or non-finite (NaN, inf) joint coordinate, a wrong number
+    of fields or a joint count other than 25. A file whose frames all have zero bodies gives ``T = 0``.
     """
     if max_bodies < 1:
         raise ValueError(f"max_bodies must be >= 1, got {max_bodies}")
