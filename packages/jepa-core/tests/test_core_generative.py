@@ -461,3 +461,29 @@ def test_readme_generative_example_runs(capsys):
     block = next(b for b in blocks if "jepa_core.generative" in b)
     exec(compile(block, "README.md[generative]", "exec"), {"__name__": "readme_example"})
     assert "torch.Size([2, 16, 4])" in capsys.readouterr().out
+
+
+class NoisyEpsHead(nn.Module):
+    """The optimal noise prediction plus a constant error of 0.3, variance channel -1."""
+
+    def __init__(self, diff):
+        super().__init__()
+        self.opt = OptimalDiffusionHead(diff, learn_sigma=False)
+
+    def forward(self, x, t, cond):
+        eps = self.opt(x, t, cond) + 0.3
+        return torch.cat([eps, -torch.ones_like(eps)], dim=-1)
+
+
+def test_clip_denoised_keeps_an_inexact_head_in_range():
+    """Near t = T the x_0 prediction divides the noise error by sqrt(alpha_bar_T) ~ 1e-4: a
+    slightly wrong head (a briefly trained one) drives an unclamped 25-step chain far out of
+    the data range; clip_denoised=1 keeps every step's x_0 in [-1, 1]."""
+    loose = DiffusionLoss(None, token_dim=1, sample_steps=25)
+    head = NoisyEpsHead(loose.train_diffusion)
+    loose.head = head
+    clipped = DiffusionLoss(head, token_dim=1, sample_steps=25, clip_denoised=1.0)
+    head.opt.diff = loose.sample_diffusion
+    c = torch.zeros(2000, 1)
+    assert loose.sample(c, generator=gen(0)).abs().max() > 5
+    assert clipped.sample(c, generator=gen(0)).abs().max() <= 1.5

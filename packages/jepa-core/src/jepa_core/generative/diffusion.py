@@ -152,9 +152,14 @@ class GaussianDiffusion:
         frac = (v + 1) / 2
         return frac * max_log + (1 - frac) * min_log
 
-    def p_mean_log_variance(self, xt, t, eps, v):
-        """Mean and log-variance of p(x_{t-1} | x_t) from a noise prediction (no clipping)."""
-        mean, _ = self.q_posterior(self.predict_x0(xt, t, eps), xt, t)
+    def p_mean_log_variance(self, xt, t, eps, v, clip: float | None = None):
+        """Mean and log-variance of p(x_{t-1} | x_t) from a noise prediction; ``clip``: the x_0
+        prediction is clamped to [-clip, clip] first (guided-diffusion's ``clip_denoised``; MAR
+        and D-JEPA: no clipping)."""
+        x0 = self.predict_x0(xt, t, eps)
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+        mean, _ = self.q_posterior(x0, xt, t)
         return mean, self.log_variance(t, xt, v)
 
 
@@ -222,6 +227,10 @@ class DiffusionLoss(nn.Module):
         batch_mul: copies of each token with fresh noise and t in :meth:`loss`.
         learn_sigma: the head predicts the variance channel and the loss adds the VB term (MAR);
             otherwise noise MSE only and sampling with beta_t (MAR's fixed-large variance).
+        clip_denoised: sampling clamps each step's x_0 prediction to [-c, c] (None: as
+            released, no clamp). For data with a known range (pixels in [-1, 1]): near t = T the
+            x_0 prediction divides the noise error by sqrt(alpha_bar_T) ~ 1e-4, and a head that
+            is not yet accurate there makes an unclamped respaced chain diverge.
     """
 
     def __init__(
@@ -233,6 +242,7 @@ class DiffusionLoss(nn.Module):
         sample_steps: int = 100,
         batch_mul: int = 4,
         learn_sigma: bool = True,
+        clip_denoised: float | None = None,
     ):
         super().__init__()
         if schedule not in BETA_SCHEDULES:
@@ -249,6 +259,7 @@ class DiffusionLoss(nn.Module):
                 f"head.out_dim is {out_dim}; learn_sigma={learn_sigma} needs {expected}"
             )
         self.batch_mul = batch_mul
+        self.clip_denoised = clip_denoised
         betas = BETA_SCHEDULES[schedule](train_steps)
         self.train_diffusion = GaussianDiffusion(betas)
         self.sample_diffusion = GaussianDiffusion(
@@ -336,7 +347,7 @@ class DiffusionLoss(nn.Module):
                 eps = guided(eps_c, eps_u, cfg)
             else:
                 eps, v = self._split(self.head(x, t_model, c_in))
-            mean, log_var = diff.p_mean_log_variance(x, t, eps, v)
+            mean, log_var = diff.p_mean_log_variance(x, t, eps, v, self.clip_denoised)
             z = _randn(x.shape, generator, device, dtype)
             x = mean + torch.exp(0.5 * log_var) * z * temperature if i else mean
         return x
