@@ -291,7 +291,9 @@ def detect_format(raw: RawCheckpoint) -> str:
     top = ", ".join(f"{k}: {type(v).__name__}" for k, v in list(obj.items())[:12])
     raise PretrainedError(
         f"{raw.path!r} holds no JEPA weights: expected the entries encoder / predictor / target_encoder "
-        f"(official), model (jepa), or a flat tensor dict (Hugging Face / state dict); found {{{top}}}"
+        f"(official), model (jepa), or a flat tensor dict (Hugging Face / state dict); found {{{top}}}. A "
+        "method's own release layout (e.g. D-JEPA's model / model_ema) is read by its converter: pass "
+        "--method NAME (`jepa list` shows the converters)"
     )
 
 
