@@ -26,6 +26,7 @@ from jepa_core.nn import (
     repeat_interleave_batch,
 )
 from jepa_core.registry import MethodSpec
+from jepa_core.sigreg import SIGReg
 from jepa_core.sizes import check_heads_divide, resolve_vit_size
 from jepa_core.target import EMATarget, normalize_targets
 
@@ -52,6 +53,7 @@ class ImageDataConfig:
 @ranges(
     patch_size=">=1", in_chans=">=1", embed_dim=">=1", depth=">=1", num_heads=">=1", mlp_ratio=">0",
     pred_depth=">=1", pred_emb_dim=">=1", pred_num_heads=">=1", pred_mlp_ratio=">0", drop_path_rate="[0,1)",
+    sigreg_weight="[0,1)", sigreg_slices=">=1",
 )
 @dataclass
 class IJEPAModelConfig:
@@ -73,9 +75,23 @@ class IJEPAModelConfig:
     """Recompute the encoder's and predictor's block activations in the backward pass
     (``jepa_core.nn.enable_activation_checkpointing``): less memory, about one more forward of
     compute. Not in the official I-JEPA code (its default, off, is kept); same gradients."""
+    sigreg_weight: float = 0.0
+    """Not in the official I-JEPA code (0, the default, is the official loss): ``loss = (1 - w)
+    * prediction loss + w * SIGReg`` of the context encoder's embeddings (LeJEPA's trade-off,
+    arXiv 2511.08544; :class:`jepa_core.sigreg.SIGReg`, slices seeded by ``(train.seed, step)``)."""
+    sigreg_on: Literal["pooled", "tokens"] = "pooled"
+    """What SIGReg tests: ``pooled``, the mean of each image's context tokens (one row per image,
+    as LeJEPA tests one embedding per view), or ``tokens``, every context token as a row."""
+    sigreg_slices: int = 256  # random directions per step (the paper's listing)
+    ema: bool = True
+    """``false``: no EMA target encoder; the targets are the online encoder's output on the whole
+    image under stop-gradient (``eval_encoder()`` is then the encoder). Not in the official code."""
 
     def check(self, prefix: str) -> None:
         """The widths split evenly into heads, and into the 2-D sin-cos table's four parts."""
+        if type(self) is not IJEPAModelConfig and (self.sigreg_weight or not self.ema):
+            raise ConfigError(f"{prefix}.sigreg_weight and {prefix}.ema are options of the ijepa method, not used "
+                              f"by this one; leave {prefix}.sigreg_weight=0 and {prefix}.ema=true")
         dim, _, heads, _ = resolve_vit_size(self.encoder, self.embed_dim, self.depth, self.num_heads, self.mlp_ratio,
                                             VIT_SIZES, what=f"{prefix}.encoder")
         widths = ((dim, heads, "embed_dim", "num_heads"),
@@ -89,7 +105,7 @@ class IJEPAModelConfig:
 
 # The core mask section's ranges, declared here since I-JEPA is the method that uses it.
 ranges(enc_mask_scale="(0,1] ordered", pred_mask_scale="(0,1] ordered", aspect_ratio=">0 ordered",
-       num_enc_masks=">=1", num_pred_masks=">=1", min_keep=">=0", min_keep_context=">=0")(MultiBlockMaskConfig)
+       num_enc_masks=">=1", num_pred_masks=">=1", min_keep=">=0", min_keep_context=">=0", buckets=">=0")(MultiBlockMaskConfig)
 
 
 @dataclass
@@ -120,15 +136,29 @@ class IJEPA(JEPAMethod):
     multi-block collator's context and target masks, ``[B, K]`` each). The Trainer hooks are
     :class:`~jepa_core.method.JEPAMethod`'s defaults: ``encoder`` and ``predictor`` trained with
     the official AdamW groups, ``target_encoder`` the encoder's EMA and the one evaluated; targets
-    come from :meth:`targets`."""
+    come from :meth:`targets`.
+
+    Options not in the official code, off by default: ``sigreg_weight > 0`` adds SIGReg
+    (``loss = (1 - w) * prediction + w * SIGReg`` of the context encoder's pooled or token
+    embeddings, slices seeded by ``batch["step"]`` when the collator gives it); ``ema=False``
+    drops the EMA target: the encoder makes the targets under ``torch.no_grad()`` and is the one
+    evaluated."""
 
     def __init__(self, encoder: VisionTransformer, predictor: VisionTransformerPredictor, loss: str = "smooth_l1",
-                 activation_checkpointing: bool = False):
+                 activation_checkpointing: bool = False, sigreg_weight: float = 0.0, sigreg: SIGReg | None = None,
+                 sigreg_on: str = "pooled", ema: bool = True):
         super().__init__()
+        if not 0.0 <= sigreg_weight < 1.0:
+            raise ValueError(f"sigreg_weight must be in [0, 1), got {sigreg_weight}")
+        if sigreg_on not in ("pooled", "tokens"):
+            raise ValueError(f"sigreg_on must be 'pooled' or 'tokens', got {sigreg_on!r}")
         self.encoder = encoder
         self.predictor = predictor
-        self.target_encoder = EMATarget(encoder)  # before checkpointing: the target needs none
+        # before checkpointing: the target needs none; without EMA the encoder makes the targets
+        self.target_encoder = EMATarget(encoder) if ema else None
         self.loss_fn = get_loss(loss)
+        self.sigreg_weight, self.sigreg_on = float(sigreg_weight), sigreg_on
+        self.sigreg = (sigreg or SIGReg()) if sigreg_weight > 0 else None
         if activation_checkpointing:
             enable_activation_checkpointing(self.encoder.blocks)
             enable_activation_checkpointing(self.predictor.predictor_blocks)
@@ -142,10 +172,24 @@ class IJEPA(JEPAMethod):
         with torch.no_grad():
             h = self.targets(images, masks_pred, len(masks_enc))
         # Context: the encoder sees only the context block; the predictor fills in the targets.
-        z = self.encoder(images, masks_enc)
-        z = self.predictor(z, masks_enc, masks_pred)
-        loss = self.loss_fn(z, h)
-        return {"loss": loss, "context_tokens": masks_enc[0].shape[1], "target_tokens": masks_pred[0].shape[1]}
+        # (valid_*: flags of masks padded to bucket lengths, mask.buckets > 0; else None.)
+        valid_enc, valid_pred = batch.get("masks_enc_valid"), batch.get("masks_pred_valid")
+        ctx = self.encoder(images, masks_enc, valid=valid_enc)
+        z = self.predictor(ctx, masks_enc, masks_pred, valid_ctx=valid_enc, valid_tgt=valid_pred)
+        if valid_pred is None:
+            loss = self.loss_fn(z, h)
+            out = {"context_tokens": masks_enc[0].shape[1], "target_tokens": masks_pred[0].shape[1]}
+        else:  # the mean over the real target tokens only: the unpadded step's loss
+            valid = repeat_interleave_batch(torch.cat(valid_pred, dim=0), images.shape[0], len(masks_enc))
+            loss = self.loss_fn(z, h, valid)
+            out = {"context_tokens": valid_enc[0][0].sum(), "target_tokens": valid_pred[0][0].sum()}
+        if self.sigreg is not None:  # optional (model.sigreg_weight > 0): LeJEPA's trade-off
+            emb = ctx.mean(1) if self.sigreg_on == "pooled" else ctx.flatten(0, 1)
+            step = batch.get("step")
+            sig = self.sigreg(emb, step=None if step is None else int(step))
+            out["pred_loss"], out["sigreg"] = loss.detach(), sig.detach()
+            loss = (1 - self.sigreg_weight) * loss + self.sigreg_weight * sig
+        return {"loss": loss, **out}
 
     def targets(self, images: torch.Tensor, masks_pred: list[torch.Tensor], n_context: int) -> torch.Tensor:
         """The prediction targets, ``[len(masks_pred) * n_context * B, K, D]`` in the predictor's
@@ -153,7 +197,7 @@ class IJEPA(JEPAMethod):
         target block, each repeated for the ``n_context`` context masks (ijepa:src/train.py
         ``forward_target``). Called under ``torch.no_grad()``; a method that makes its targets
         another way (e.g. DMT-JEPA) overrides this alone."""
-        h = normalize_targets(self.target_encoder(images))
+        h = normalize_targets(self.target_encoder(images) if self.target_encoder is not None else self.encoder(images))
         return repeat_interleave_batch(apply_masks(h, masks_pred), images.shape[0], repeat=n_context)
 
 
@@ -178,9 +222,12 @@ def build_predictor(m: IJEPAModelConfig, encoder: VisionTransformer) -> VisionTr
 
 
 def build_model(cfg: IJEPAConfig) -> IJEPA:
-    encoder = build_encoder(cfg.model, cfg.data.image_size)
-    predictor = build_predictor(cfg.model, encoder)
-    return IJEPA(encoder, predictor, cfg.model.loss, cfg.model.activation_checkpointing)
+    m = cfg.model
+    encoder = build_encoder(m, cfg.data.image_size)
+    predictor = build_predictor(m, encoder)
+    sigreg = SIGReg(num_slices=m.sigreg_slices, seed=cfg.train.seed) if m.sigreg_weight > 0 else None
+    return IJEPA(encoder, predictor, m.loss, m.activation_checkpointing, sigreg_weight=m.sigreg_weight,
+                 sigreg=sigreg, sigreg_on=m.sigreg_on, ema=m.ema)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,13 +248,27 @@ def _in_memory(cfg: IJEPAConfig) -> bool:
     return cfg.data.dataset in ("fashion_mnist", "fashion_mnist_demo")
 
 
+class StepMultiBlockMaskCollator(MultiBlockMaskCollator):
+    """:class:`MultiBlockMaskCollator` that also puts the batch's step in ``batch["step"]`` (it
+    seeds SIGReg's slices when ``model.sigreg_weight > 0``: the same on every process, exact
+    after a resume)."""
+
+    def __call__(self, samples: list) -> dict:
+        batch = super().__call__(samples)
+        if not batch.get("skip"):
+            batch["step"] = self.last_step
+        return batch
+
+
 def train_collate(cfg: IJEPAConfig, rank: int = 0, world_size: int = 1) -> MultiBlockMaskCollator:
     """The multi-block mask collator; for in-memory datasets it also applies the pretraining
     crop to the whole batch (:class:`jepa_image.data.BatchRandomResizedCrop`). Masks and crops
-    are drawn for the global batch unless ``train.draw_scope=process``."""
+    are drawn for the global batch unless ``train.draw_scope=process``. With
+    ``model.sigreg_weight > 0`` the batch also holds its ``step``."""
     d = cfg.data
     batch_tf = D.BatchRandomResizedCrop(d.image_size, d.crop_scale, mean=d.mean, std=d.std) if _in_memory(cfg) else None
-    return MultiBlockMaskCollator(
+    stamped = getattr(cfg.model, "sigreg_weight", 0.0) > 0
+    return (StepMultiBlockMaskCollator if stamped else MultiBlockMaskCollator)(
         cfg.mask, d.image_size, cfg.model.patch_size, seed=cfg.train.seed, rank=rank, batch_transform=batch_tf,
         world_size=world_size, scope=cfg.train.draw_scope,
     )
