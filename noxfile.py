@@ -5,6 +5,7 @@ package (each installs only that package and its dependencies, from uv.lock) and
     nox -s tests-jepa-core  # one package
     nox -s bench            # benchmarks (not run by default)
     nox -s build            # every wheel and sdist, checked, each installed alone in a fresh venv
+    nox -s docs             # the documentation site into site/ (mkdocs build --strict)
     nox -s release -- jepa-image 0.2.0   # bump, check the changelog, build, tag (docs/releasing.md)
     nox -s tests-jepa-core -- -m "not slow"   # pytest arguments after --
 """
@@ -22,7 +23,7 @@ nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = [
     "tests-jepa-core", "tests-jepa-image", "tests-jepa-video", "tests-jepa-skeleton", "tests-jepa-eval",
-    "tests-integration", "lint", "build",
+    "tests-integration", "lint", "build", "docs",
 ]
 
 # package: the extras its tests need (plots: the PNGs a run writes; torchcodec: tested where
@@ -57,12 +58,33 @@ def tests_integration(session: nox.Session) -> None:
     session.run("pytest", "tests", "benchmarks/tests", *session.posargs)
 
 
+# The modules mypy checks in `nox -s lint` (settings: [tool.mypy] in pyproject.toml).
+TYPECHECKED = ["packages/jepa-core/src/jepa_core"]
+
+
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    """ruff, and the package layering (scripts/check_layering.py: who may import whom)."""
-    session.install("ruff>=0.6")
-    session.run("ruff", "check", "packages", "tests", "benchmarks", "scripts", "noxfile.py")
+    """ruff, the package layering (scripts/check_layering.py: who may import whom) and mypy on
+    the type-checked packages (TYPECHECKED, against the locked torch)."""
+    _sync(session, "--package", "jepa-core", "--no-default-groups", "--group", "test")
+    session.install("ruff>=0.6", "mypy>=1.11")
+    session.run("ruff", "check", "packages", "tests", "benchmarks", "scripts", "examples", "noxfile.py",
+                "hubconf.py")
     session.run("python", "scripts/check_layering.py")
+    session.run("mypy", *TYPECHECKED)
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml; docs/): scripts/gen_docs.py writes the generated
+    reference pages (config keys from the config classes, `jepa <command> --help`, the package
+    READMEs) into docs/reference/generated/, then `mkdocs build --strict` (any warning fails)
+    builds site/."""
+    _sync(session, "--all-packages", "--group", "dev")  # gen_docs imports the packages
+    # after the sync, which removes what the lock does not list; ruff formats the signatures
+    session.install("mkdocs-material>=9.5,<10", "mkdocstrings[python]>=1.0,<2", "mkdocstrings-python>=2.0,<3", "ruff>=0.6")
+    session.run("python", "scripts/gen_docs.py")
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session(python="3.11", default=False)

@@ -335,7 +335,7 @@ class DiffusionLoss(nn.Module):
         dtype = cond.dtype if cond.is_floating_point() else torch.float32
         x = noise if noise is not None else _randn((n, self.token_dim), generator, device, dtype)
         double = uncond is not None and (torch.is_tensor(cfg) or cfg != 1.0)
-        c_in = torch.cat([cond, uncond], 0) if double else cond
+        c_in = torch.cat([cond, uncond], 0) if double and uncond is not None else cond
         for i in reversed(range(diff.num_steps)):
             t = torch.full((n,), i, device=device, dtype=torch.long)
             t_model = diff.timestep_map.to(device=device, dtype=torch.float32)[t]

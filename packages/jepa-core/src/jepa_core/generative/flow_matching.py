@@ -136,7 +136,7 @@ class FlowMatchingLoss(nn.Module):
         if self.temperature_scales_noise:
             x = x * temperature
         double = uncond is not None and (torch.is_tensor(cfg) or cfg != 1.0)
-        c_in = torch.cat([cond, uncond], 0) if double else cond
+        c_in = torch.cat([cond, uncond], 0) if double and uncond is not None else cond
         grid = self.time_grid().tolist()
         for k in range(self.sample_steps):
             t0, t1 = grid[k], grid[k + 1]

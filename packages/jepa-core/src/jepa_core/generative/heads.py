@@ -55,7 +55,8 @@ class TimestepEmbedder(nn.Module):
         )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.frequency_dim).to(self.mlp[0].weight.dtype))
+        first: nn.Linear = self.mlp[0]  # type: ignore[assignment]  # Sequential indexing is untyped
+        return self.mlp(timestep_embedding(t, self.frequency_dim).to(first.weight.dtype))
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -131,9 +132,10 @@ class DenoisingMLP(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
-        nn.init.normal_(self.time_embed.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.time_embed.mlp[2].weight, std=0.02)
-        for layer in [*(b.modulation[-1] for b in self.blocks), self.final_layer.modulation[-1]]:
+        for layer in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)  # type: ignore[arg-type]  # Sequential items: Linear
+        modulations: list = [*(b.modulation[-1] for b in self.blocks), self.final_layer.modulation[-1]]  # type: ignore[index]
+        for layer in modulations:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         nn.init.zeros_(self.final_layer.linear.weight)
