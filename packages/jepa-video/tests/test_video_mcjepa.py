@@ -75,6 +75,27 @@ def test_variance_covariance_ablation_removes_the_term():
     assert float(out_on["vc"]) > 0  # the features start far below unit std
 
 
+def test_feature_std_of_every_level_is_logged():
+    cfg = _cfg()
+    torch.manual_seed(0)
+    model = mcjepa.build_model(cfg)
+    batch = _batch(cfg)
+    out = model(batch)
+    feats = model.encoder(batch["pairs"][:, 0])
+    assert len(feats) == 2
+    for i, f in enumerate(feats):
+        # per channel over batch and positions, then the channel mean
+        want = f.permute(1, 0, 2, 3).reshape(f.shape[1], -1).std(dim=1).mean()
+        torch.testing.assert_close(out[f"feature_std_l{i}"], want.detach())
+    assert out["feature_std"] is out[f"feature_std_l{len(feats) - 1}"]  # the coarsest, as before
+    # constant features (the collapse) read as 0
+    const = mcjepa.build_model(cfg)
+    for p in const.encoder.parameters():
+        torch.nn.init.zeros_(p)
+    out = const(batch)
+    assert all(float(out[f"feature_std_l{i}"]) == 0.0 for i in range(len(feats)))
+
+
 @pytest.mark.slow
 @pytest.mark.fault
 def test_resume_after_a_kill_is_exact(tmp_path):

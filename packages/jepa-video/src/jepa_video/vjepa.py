@@ -41,6 +41,7 @@ from jepa_core.nn import (
     enable_activation_checkpointing,  # re-exported: it lived here before moving to core
 )
 from jepa_core.registry import MethodSpec
+from jepa_core.sigreg import SIGReg
 from jepa_core.sizes import check_heads_divide, resolve_vit_size
 from jepa_core.target import EMATarget, normalize_targets
 from torch import nn
@@ -163,7 +164,7 @@ class VJEPA2DataConfig(VideoDataConfig):
 @ranges(
     embed_dim=">=1", depth=">=1", num_heads=">=1", mlp_ratio=">0", in_chans=">=1", patch_size=">=1",
     tubelet_size=">=1", pred_depth=">=1", pred_emb_dim=">=1", pred_num_heads=">=1", pred_mlp_ratio=">0",
-    num_mask_tokens=">=1", drop_path_rate="[0,1)", loss_exp=">0",
+    num_mask_tokens=">=1", drop_path_rate="[0,1)", loss_exp=">0", sigreg_weight="[0,1)", sigreg_slices=">=1",
 )
 @dataclass
 class VJEPAModelConfig:
@@ -194,6 +195,14 @@ class VJEPAModelConfig:
     mask_token_per_config: bool = True
     packed_context: bool = True  # one encoder pass for all mask configs (False: one per config)
     init_checkpoint: str | None = None  # a jepa run checkpoint to start from (V-JEPA 2 cooldown)
+    # Not in the official code (the defaults are the official loss): (1 - w) * loss + w * SIGReg of
+    # the context encoder's pooled (per clip and mask config) or token embeddings (LeJEPA,
+    # arXiv 2511.08544; jepa_core.sigreg.SIGReg), and no EMA target with ema=false (the encoder
+    # makes the targets under stop-gradient and is the one evaluated).
+    sigreg_weight: float = 0.0
+    sigreg_on: Literal["pooled", "tokens"] = "pooled"
+    sigreg_slices: int = 256
+    ema: bool = True
 
     def check(self, prefix: str) -> None:
         """The encoder's and the predictor's widths split evenly into heads."""
@@ -302,11 +311,21 @@ class VJEPA(JEPAMethod):
         loss_exp: float = 1.0,
         packed_context: bool = True,
         activation_checkpointing: bool = False,
+        sigreg_weight: float = 0.0,
+        sigreg: SIGReg | None = None,
+        sigreg_on: str = "pooled",
+        ema: bool = True,
     ):
         super().__init__()
+        if not 0.0 <= sigreg_weight < 1.0 or sigreg_on not in ("pooled", "tokens"):
+            raise ValueError(f"sigreg_weight must be in [0, 1) and sigreg_on 'pooled' or 'tokens', got "
+                             f"{sigreg_weight}, {sigreg_on!r}")
         self.encoder = encoder
         self.predictor = predictor
-        self.target_encoder = EMATarget(encoder)  # before checkpointing: the target needs none
+        # before checkpointing: the target needs none; without EMA the encoder makes the targets
+        self.target_encoder = EMATarget(encoder) if ema else None
+        self.sigreg_weight, self.sigreg_on = float(sigreg_weight), sigreg_on
+        self.sigreg = (sigreg or SIGReg()) if sigreg_weight > 0 else None
         self.num_mask_configs = num_mask_configs
         self.mask_token_per_config = mask_token_per_config
         self.loss_exp = loss_exp
@@ -353,6 +372,15 @@ class VJEPA(JEPAMethod):
         losses = [vjepa_loss(p, t, self.loss_exp) for p, t in zip(preds, targets)]
         loss = torch.stack(losses).mean()
         out = {"loss": loss}
+        if self.sigreg is not None:  # optional (model.sigreg_weight > 0): LeJEPA's trade-off
+            if self.sigreg_on == "pooled":  # [configs, B, D]: each configuration a view
+                emb = torch.stack([z.mean(1) for z in contexts])
+            else:
+                emb = torch.cat([z.flatten(0, 1) for z in contexts])
+            step = batch.get("step")  # seeds the slices; else SIGReg counts its calls
+            sig = self.sigreg(emb, step=None if step is None else int(step))
+            out["pred_loss"], out["sigreg"] = loss.detach(), sig.detach()
+            out["loss"] = (1 - self.sigreg_weight) * loss + self.sigreg_weight * sig
         for i, (m_enc, m_pred) in enumerate(zip(masks_enc, masks_pred)):
             out[f"context_tokens_{i}"] = m_enc.shape[1]
             out[f"target_tokens_{i}"] = m_pred.shape[1]
@@ -363,7 +391,7 @@ class VJEPA(JEPAMethod):
         encoder on the whole clip, layer-normed, gathered at the configuration's target tokens
         (jepa:app/vjepa/train.py ``forward_target``). Called under ``torch.no_grad()``; a method
         that makes its targets another way overrides this alone."""
-        h = normalize_targets(self.target_encoder(clips))
+        h = normalize_targets(self.target_encoder(clips) if self.target_encoder is not None else self.encoder(clips))
         return [apply_masks(h, m) for m in masks_pred]  # h is freed on return (peak memory)
 
 
@@ -408,6 +436,8 @@ def build_model(cfg: VJEPAConfig | VJEPA2Config) -> VJEPA:
     model = VJEPA(
         encoder, predictor, num_mask_configs=len(cfg.mask), mask_token_per_config=m.mask_token_per_config,
         loss_exp=m.loss_exp, packed_context=m.packed_context, activation_checkpointing=m.activation_checkpointing,
+        sigreg_weight=m.sigreg_weight, sigreg_on=m.sigreg_on, ema=m.ema,
+        sigreg=SIGReg(num_slices=m.sigreg_slices, seed=cfg.train.seed) if m.sigreg_weight > 0 else None,
     )
     if m.init_checkpoint:
         from jepa_core import checkpoint as ckpt
