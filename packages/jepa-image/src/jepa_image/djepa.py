@@ -302,6 +302,8 @@ class VAETokenizer(nn.Module):
 
 
 def build_tokenizer(cfg: DJEPAConfig) -> nn.Module:
+    """The tokenizer of ``cfg.tokenizer``: pixel patches, or the VAE (``tokenizer.kind=vae``, the
+    ``vae`` extra)."""
     t = cfg.tokenizer
     if t.kind == "pixels":
         return PixelTokenizer(t.in_chans)
@@ -692,6 +694,8 @@ class ProbeEncoder(nn.Module):
 
 def build_model(cfg: DJEPAConfig) -> DJEPA:
     # the VAE is loaded when first needed (not for training on cached latents)
+    """The D-JEPA model of ``cfg``; a VAE tokenizer is loaded when first needed, not for training
+    on cached latents."""
     return DJEPA(cfg, PixelTokenizer(cfg.tokenizer.in_chans) if cfg.tokenizer.kind == "pixels" else None)
 
 

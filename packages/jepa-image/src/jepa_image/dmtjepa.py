@@ -187,6 +187,8 @@ class DMTJEPA(IJEPA):
 
 
 def missing_heads_message(missing: list[str]) -> str:
+    """The error text for a checkpoint without the DMT-JEPA heads (``missing`` parameter prefixes):
+    what it is and how to load it."""
     return (f"the checkpoint has no DMT-JEPA head weights ({', '.join(p + '*' for p in missing)}): it is an I-JEPA "
             "checkpoint, or weights saved by the released DMT-JEPA code, whose save_checkpoint drops both heads "
             "(dmtjepa:src/train.py). A `jepa pretrain dmtjepa` checkpoint has them. To start from its encoder and "
@@ -209,6 +211,8 @@ def load_without_heads(model: DMTJEPA, state_dict: dict) -> list[str]:
 
 
 def build_head(cfg: DMTJEPAConfig, encoder) -> NeighbourAggregationHead:
+    """The neighbour-aggregation head of ``cfg.dmt`` on the encoder's width (its head count by
+    default)."""
     d = cfg.dmt
     heads = d.num_heads or encoder.num_heads
     if encoder.embed_dim % heads:
@@ -220,6 +224,8 @@ def build_head(cfg: DMTJEPAConfig, encoder) -> NeighbourAggregationHead:
 
 
 def build_model(cfg: DMTJEPAConfig) -> DMTJEPA:
+    """The DMT-JEPA model of ``cfg``: I-JEPA's encoder and predictor plus the online head and its
+    EMA copy."""
     encoder = ijepa.build_encoder(cfg.model, cfg.data.image_size)
     predictor = ijepa.build_predictor(cfg.model, encoder)
     return DMTJEPA(encoder, predictor, build_head(cfg, encoder), cfg.model.loss, cfg.model.activation_checkpointing)

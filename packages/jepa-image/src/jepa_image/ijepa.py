@@ -222,6 +222,8 @@ def build_predictor(m: IJEPAModelConfig, encoder: VisionTransformer) -> VisionTr
 
 
 def build_model(cfg: IJEPAConfig) -> IJEPA:
+    """The I-JEPA model of ``cfg``: encoder and predictor of ``cfg.model`` (the official init), the
+    EMA target (or none with ``model.ema=false``), the loss and the optional SIGReg term."""
     m = cfg.model
     encoder = build_encoder(m, cfg.data.image_size)
     predictor = build_predictor(m, encoder)
@@ -275,6 +277,9 @@ def train_collate(cfg: IJEPAConfig, rank: int = 0, world_size: int = 1) -> Multi
 
 
 def build_train_data(cfg: IJEPAConfig, rank: int = 0, world_size: int = 1):
+    """``(dataset, collate_fn)`` for pretraining: the training images of ``cfg.data`` (I-JEPA's
+    random-resized crop and flip) and the multi-block mask collator for this process (``rank``
+    of ``world_size``)."""
     d = cfg.data
     # In-memory images stay uint8 per sample; the collator crops the whole batch at once.
     tf = None if _in_memory(cfg) else D.pretrain_transform(d.image_size, d.crop_scale, d.mean, d.std)
@@ -306,6 +311,7 @@ def build_dense_eval_data(cfg: IJEPAConfig):
 
 
 def on_run_start(cfg: IJEPAConfig, run_dir: Path, dataset) -> None:
+    """Before training: a figure of sample masks on training images, ``<run>/plots/masks.png``."""
     from jepa_image.viz import plot_masks
 
     plot_masks(cfg, dataset, run_dir / "plots" / "masks.png")

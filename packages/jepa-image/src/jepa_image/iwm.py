@@ -297,6 +297,8 @@ class IWM(JEPAMethod):
 
 
 def build_predictor(m: IWMModelConfig, encoder: VisionTransformer) -> ActionConditionedPredictor:
+    """IWM's action-conditioned predictor on the encoder's token grid (``model.conditioning``:
+    feature or sequence)."""
     return ActionConditionedPredictor(
         num_patches=encoder.num_patches, embed_dim=encoder.embed_dim, predictor_embed_dim=m.pred_emb_dim,
         depth=m.pred_depth, num_heads=m.pred_num_heads or encoder.num_heads, mlp_ratio=m.pred_mlp_ratio or 4.0,
@@ -306,6 +308,8 @@ def build_predictor(m: IWMModelConfig, encoder: VisionTransformer) -> ActionCond
 
 
 def build_model(cfg: IWMConfig) -> IWM:
+    """The IWM model of ``cfg``: I-JEPA's encoder, the action-conditioned predictor, the EMA target
+    and the loss."""
     if cfg.model.activation_checkpointing:
         raise ConfigError("model.activation_checkpointing is not supported by iwm yet; set it to false")
     encoder = ijepa.build_encoder(cfg.model, cfg.data.image_size)

@@ -332,6 +332,7 @@ class LeJEPA(JEPAMethod):
 
 
 def build_encoder(m: LeJEPAModelConfig, image_size: int) -> VisionTransformer:
+    """The ViT of ``m`` (a named size or custom widths) for ``image_size`` inputs."""
     dim, depth, heads, ratio = resolve_vit_size(m.encoder, m.embed_dim, m.depth, m.num_heads, m.mlp_ratio, VIT_SIZES)
     return VisionTransformer(
         img_size=image_size, patch_size=m.patch_size, in_chans=m.in_chans, embed_dim=dim, depth=depth,
@@ -340,6 +341,8 @@ def build_encoder(m: LeJEPAModelConfig, image_size: int) -> VisionTransformer:
 
 
 def build_model(cfg: LeJEPAConfig) -> LeJEPA:
+    """The LeJEPA model of ``cfg``: encoder, projector, SIGReg (slices seeded by ``train.seed`` and
+    the step) and the trade-off ``loss.lamb``."""
     m, lo = cfg.model, cfg.loss
     encoder = build_encoder(m, cfg.data.image_size)
     projector = build_projector(encoder.embed_dim, m.proj_hidden_dim, m.proj_dim, m.proj_layers)
@@ -366,6 +369,8 @@ def train_collate(cfg: LeJEPAConfig, rank: int = 0, world_size: int = 1) -> Mask
 
 
 def build_train_data(cfg: LeJEPAConfig, rank: int = 0, world_size: int = 1):
+    """``(dataset, collate_fn)`` for pretraining: the training images and the multi-crop view
+    collator (views drawn from (seed, step) for the global batch)."""
     d = cfg.data
     tf = None if _in_memory(cfg) else multi_crop_transform(cfg.views, d.image_size, d.crop_scale)
     return ijepa._raw_dataset(cfg, "train", tf), train_collate(cfg, rank, world_size)

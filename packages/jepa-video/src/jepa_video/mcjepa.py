@@ -264,11 +264,15 @@ def _level(weights: tuple[float, ...], i: int) -> float:
 
 
 def build_encoder(m: MCJEPAModelConfig) -> NormalizedPyramid:
+    """The feature pyramid of ``m`` (ConvNeXt-T or the small conv pyramid of the demo), with input
+    normalisation."""
     pyramid = ConvNeXtPyramid() if m.encoder == "convnext_t" else ConvPyramid(3, m.channels)
     return NormalizedPyramid(pyramid, m.input_mean, m.input_std)
 
 
 def build_model(cfg: MCJEPAConfig) -> MCJEPA:
+    """The MC-JEPA model of ``cfg``: the shared pyramid encoder, the flow estimator
+    (zero-initialised heads) and the VICReg expander; no EMA target."""
     m = cfg.model
     encoder = build_encoder(m)
     # zero-initialised flow heads: training starts from zero flow instead of random large flows
@@ -399,6 +403,7 @@ class _Stills(Dataset):
 
 
 def build_eval_data(cfg: MCJEPAConfig):
+    """Still images with labels (training and held-out) for the content probes."""
     return _Stills(cfg, "train"), _Stills(cfg, "test")
 
 
@@ -413,6 +418,7 @@ def build_flow_eval_data(cfg: MCJEPAConfig, split: str = "test"):
 
 
 def build_flow_train_data(cfg: MCJEPAConfig):
+    """The training frame pairs with exact flow (for the mean-flow baseline)."""
     return build_flow_eval_data(cfg, "train")
 
 

@@ -400,6 +400,8 @@ def _encoder_dims(m: VJEPAModelConfig) -> tuple[int, int, int, float]:
 
 
 def build_encoder(cfg: VJEPAConfig | VJEPA2Config) -> VideoVisionTransformer:
+    """The video ViT of ``cfg`` (tubelets of ``model.tubelet_size`` frames, sin-cos table or 3-D
+    RoPE)."""
     m, d = cfg.model, cfg.data
     dim, depth, heads, ratio = _encoder_dims(m)
     return VideoVisionTransformer(
@@ -425,6 +427,8 @@ def build_predictor(cfg: VJEPAConfig | VJEPA2Config, encoder: VideoVisionTransfo
 
 
 def build_model(cfg: VJEPAConfig | VJEPA2Config) -> VJEPA:
+    """The V-JEPA / V-JEPA 2 model of ``cfg``: encoder, predictor (one mask token per mask
+    configuration or shared), EMA target, loss and the optional SIGReg term."""
     m = cfg.model
     if not cfg.mask:
         raise ConfigError("mask: give at least one mask configuration")
