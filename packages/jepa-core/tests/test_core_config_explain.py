@@ -43,12 +43,19 @@ def test_explain_lists_every_leaf_with_meaning_range_and_choices():
     assert {"optim.lr", "train.seed", "eval.enabled"} <= set(rows)
 
 
-def test_the_command_explains_a_prefix_and_refuses_an_unknown_one(capsys):
-    assert cli.main(["config", "ijepa", "--explain", "optim.max_steps"]) == 0
+def test_the_command_explains_a_prefix_and_refuses_an_unknown_one(capsys, monkeypatch):
+    from jepa_core import registry
+
+    monkeypatch.setattr(registry, "_LOCAL_METHODS", dict(registry._LOCAL_METHODS))  # undone after the test
+    registry.register_method(registry.MethodSpec(name="toy_explain", config_cls=_Cfg, build_model=None,
+                                                 build_train_data=None, build_eval_data=None))
+    assert cli.main(["config", "toy_explain", "--explain", "optim.max_steps"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "optim.max_steps = null" and "schedules keep their full" in out[1]
-    assert cli.main(["config", "ijepa", "--explain", "nope"]) == cli.EXIT_USAGE
-    assert "the sections are: data, eval" in capsys.readouterr().err
+    assert cli.main(["config", "toy_explain", "--explain", "model.w"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["model.width = 8", "    channels of the first layer [>= 1]"]
+    assert cli.main(["config", "toy_explain", "--explain", "nope"]) == cli.EXIT_USAGE
+    assert "the sections are: eval, method, model, optim, preset, train" in capsys.readouterr().err
 
 
 def test_max_steps_cuts_the_run_and_says_the_schedules_keep_their_length(tmp_path, caplog):
