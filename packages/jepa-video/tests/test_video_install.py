@@ -13,7 +13,9 @@ PKG = Path(__file__).resolve().parents[1]
 def test_declared_dependencies():
     data = tomllib.loads((PKG / "pyproject.toml").read_text())
     deps = data["project"]["dependencies"]
-    names = {d.split(";")[0].split("=")[0].split(">")[0].split("<")[0].strip() for d in deps}
+    from packaging.requirements import Requirement
+
+    names = {Requirement(d).name for d in deps}
     assert {"jepa-core", "torch", "numpy", "av", "decord"} <= names
     assert not names & {"jepa-image", "jepa-eval", "torchvision", "pytorchvideo", "torchcodec"}
     (decord,) = [d for d in deps if d.startswith("decord")]
