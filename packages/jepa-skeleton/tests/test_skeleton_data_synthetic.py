@@ -88,3 +88,11 @@ def test_write_npz(tmp_path):
     assert z["x_train"].shape == (20, 3, 16, 25, 2) and z["x_test"].shape == (10, 3, 16, 25, 2)
     np.testing.assert_array_equal(z["x_test"], generate_arrays(10, 3, 16, start=20)[0])
     assert not np.isin(z["x_test"][:, 0, 0, 0, 0], z["x_train"][:, 0, 0, 0, 0]).any()
+
+
+def test_viewpoint_covers_the_whole_circle():
+    x, _ = generate_arrays(200, seed=4, num_frames=8, noise=0.0)
+    hips = x[:, :, 0, 12, 0] - x[:, :, 0, 16, 0]  # left hip - right hip, first frame, (N, 3)
+    azimuth = np.arctan2(hips[:, 2], hips[:, 0])  # about the vertical axis
+    quadrant = np.floor((azimuth + np.pi) / (np.pi / 2)).astype(int) % 4
+    assert np.bincount(quadrant, minlength=4).min() >= 25  # every direction, not a +-60 deg arc

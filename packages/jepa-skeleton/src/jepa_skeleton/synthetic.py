@@ -6,15 +6,21 @@ parent's position plus a bone of fixed length along a unit direction driven by j
 so each bone of :data:`jepa_skeleton.graph.NTU25` keeps its length through the sequence
 (before the optional joint noise). Per sample, at random:
 
-* body proportions: an overall scale and a per-bone length factor;
-* the rest pose of the arms (a few degrees) and the amplitude of the movement;
-* speed (number of cycles over the sequence) and phase;
-* viewpoint: a rotation about the vertical axis (+-60 degrees) and a camera tilt (+-12
-  degrees), then a global position in camera space (x right, y up, z away from the camera,
-  metres, about 3 m in front of the camera as in NTU RGB+D);
+* body proportions: an overall scale (0.75-1.25) and a per-bone length factor (0.85-1.15);
+* the rest pose of the arms (about 12 degrees) and the amplitude of the movement (0.55-1.25);
+* speed (0.7-3.5 cycles over the sequence) and phase;
+* an idle movement common to every class: the trunk sways (bend and turn) and the arms swing
+  a little at a frequency and phase of their own, so no class is the only one that moves a
+  part of the body;
+* viewpoint: a rotation about the vertical axis over the whole circle, a camera tilt
+  (elevation, +-30 degrees) and roll (+-10 degrees), then a global position in camera space
+  (x right, y up, z away from the camera, metres, 2-4 m in front of the camera as in NTU
+  RGB+D);
 * the number of valid frames: half the samples use every frame, the others end with 0-40 %
   zero frames (so code that crops the valid frames is exercised);
-* Gaussian joint noise of standard deviation ``noise`` (metres) on the valid frames.
+* Gaussian joint noise of standard deviation ``noise`` (metres) on the valid frames and, when
+  ``noise > 0``, an occlusion in 30 % of the samples: 1-3 joints stuck near one position
+  (jitter ``5 x noise``) for 20-50 % of the valid frames, as a tracker that lost them.
 
 A sample is a pure function of ``(seed, index)``: its parameters come from
 ``numpy.random.default_rng([seed, index])`` and the label is ``index % num_classes`` (so
@@ -98,15 +104,20 @@ def _params(seed: int, index: int, num_frames: int, num_classes: int) -> dict:
     return {
         "label": int(index) % num_classes,
         "valid": valid,
-        "scale": rng.uniform(0.85, 1.15),
-        "bones": rng.uniform(0.93, 1.07, len(_BONE_IDS)),
-        "cycles": rng.uniform(1.0, 3.0),
+        "scale": rng.uniform(0.75, 1.25),
+        "bones": rng.uniform(0.85, 1.15, len(_BONE_IDS)),
+        "cycles": rng.uniform(0.7, 3.5),
         "phase": rng.uniform(0, 2 * np.pi),
-        "amp": rng.uniform(0.8, 1.15),
-        "rest": rng.normal(0, np.radians(6), 4),  # arm rest-pose offsets
-        "yaw": rng.uniform(-np.pi / 3, np.pi / 3),
-        "tilt": np.radians(rng.uniform(-12, 12)),
-        "pos": np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.3, 0.2), rng.uniform(2.5, 3.6)]),
+        "amp": rng.uniform(0.55, 1.25),
+        "rest": rng.normal(0, np.radians(12), 4),  # arm rest-pose offsets
+        # idle movement of every actor: trunk sway and arm swing at their own frequency
+        "idle": rng.uniform(0, 1, 3) * np.radians([10.0, 15.0, 20.0]),
+        "idle_cycles": rng.uniform(0.5, 2.5),
+        "idle_phase": rng.uniform(0, 2 * np.pi),
+        "yaw": rng.uniform(-np.pi, np.pi),
+        "tilt": np.radians(rng.uniform(-30, 30)),
+        "roll": np.radians(rng.uniform(-10, 10)),
+        "pos": np.array([rng.uniform(-0.8, 0.8), rng.uniform(-0.4, 0.3), rng.uniform(2.0, 4.0)]),
         "noise_seed": int(rng.integers(2**63)),
     }
 
@@ -210,6 +221,14 @@ def _animate(ps: list[dict], num_frames: int, class_ids: np.ndarray) -> np.ndarr
         put(f"{side}f_t", k, deg(85) + zeros)
         put(f"{side}f_p", k, deg(45) + deg(60) * amp * pulse)
 
+    # idle movement added to every class: a sway of the trunk (bow, twist) and of both arms
+    idle = np.stack([p["idle"] for p in ps])[:, None, :]  # (N, 1, 3)
+    iw = np.sin(2 * np.pi * col("idle_cycles") * u + col("idle_phase"))
+    ang["bow"] = ang["bow"] + idle[..., 0] * iw
+    ang["twist"] = ang["twist"] + idle[..., 1] * np.cos(2 * np.pi * col("idle_cycles") * u)
+    ang["lu_t"] = ang["lu_t"] + idle[..., 2] * iw
+    ang["ru_t"] = ang["ru_t"] - idle[..., 2] * iw
+
     # bone lengths
     bones = np.stack([p["bones"] for p in ps]) * col("scale")  # (N, B)
     L = {j: (_BONE[j] * bones[:, i])[:, None, None] for i, j in enumerate(_BONE_IDS)}
@@ -248,8 +267,9 @@ def _animate(ps: list[dict], num_frames: int, class_ids: np.ndarray) -> np.ndarr
     # hips about 0.9 m above the floor
     lift = -np.minimum(P[15][..., 1], P[19][..., 1]) - 0.9  # (N, T)
     # viewpoint: turn about the vertical axis, tilt the camera, then place in camera space
-    yaw, tilt = col("yaw")[:, 0], col("tilt")[:, 0]
-    R = np.einsum("nij,njk->nik", _rot_matrix(tilt, 0), _rot_matrix(yaw, 1))  # (N, 3, 3)
+    yaw, tilt, roll = col("yaw")[:, 0], col("tilt")[:, 0], col("roll")[:, 0]
+    R = np.einsum("nij,njk,nkl->nil", _rot_matrix(roll, 2), _rot_matrix(tilt, 0),
+                  _rot_matrix(yaw, 1))  # (N, 3, 3)
     pos = np.stack([p["pos"] for p in ps])  # (N, 3)
     out = np.empty_like(J)
     for i in range(3):
@@ -296,7 +316,15 @@ def _generate(indices: Sequence[int], seed: int, num_frames: int, num_bodies: in
         v = p["valid"]
         seq = J[i, :v]
         if noise > 0:
-            seq = seq + np.random.default_rng(p["noise_seed"]).normal(0, noise, seq.shape)
+            rng = np.random.default_rng(p["noise_seed"])
+            seq = seq + rng.normal(0, noise, seq.shape)
+            if rng.random() < 0.3:  # occlusion: a tracker stuck on 1-3 joints for a while
+                k = int(rng.integers(1, 4))
+                joints = rng.choice(25, k, replace=False)
+                length = max(1, int(rng.uniform(0.2, 0.5) * v))
+                t0 = int(rng.integers(0, v - length + 1))
+                seq[t0:t0 + length, joints] = (seq[t0, joints]
+                                               + rng.normal(0, 5 * noise, (length, k, 3)))
         x[i, :, :v, :, 0] = seq.transpose(2, 0, 1)
     return x, labels
 
