@@ -59,14 +59,14 @@ def tests_integration(session: nox.Session) -> None:
 
 
 # The modules mypy checks in `nox -s lint` (settings: [tool.mypy] in pyproject.toml).
-TYPECHECKED = ["packages/jepa-core/src/jepa_core"]
+TYPECHECKED = ["packages/jepa-core/src/jepa_core", "packages/jepa-skeleton/src/jepa_skeleton"]
 
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff, the package layering (scripts/check_layering.py: who may import whom) and mypy on
     the type-checked packages (TYPECHECKED, against the locked torch)."""
-    _sync(session, "--package", "jepa-core", "--no-default-groups", "--group", "test")
+    _sync(session, "--package", "jepa-skeleton", "--no-default-groups", "--group", "test")
     session.install("ruff>=0.6", "mypy>=1.11")
     session.run("ruff", "check", "packages", "tests", "benchmarks", "scripts", "examples", "noxfile.py",
                 "hubconf.py")

@@ -44,6 +44,8 @@ class CenteredCrossEntropy(nn.Module):
         self.center_momentum, self.centering = center_momentum, centering
         self.register_buffer("center", torch.zeros(dim))
 
+    center: torch.Tensor  # the running centre (a buffer, saved in checkpoints)
+
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss = centered_cross_entropy(pred, target, self.center, self.student_temp, self.teacher_temp)
         with torch.no_grad():

@@ -88,7 +88,9 @@ class SJEPASampler:
     def __init__(self, t_patch: int, angles: Sequence[float], axes: Sequence[int]):
         self.t_patch, self.angles, self.axes = t_patch, tuple(angles), tuple(axes)
 
-    def __call__(self, batch_size: int, seeds, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, batch_size: int, seeds, inputs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if inputs is None:
+            raise ValueError("SJEPASampler needs the batch's skeletons [B, C, T, V, M] (its token grid)")
         _, _, t, v, m = inputs.shape
         n = (t // self.t_patch) * v
         fields = {"gumbel": gumbel_noise((batch_size, m, n), seeds.generator(MASK_TAG))}

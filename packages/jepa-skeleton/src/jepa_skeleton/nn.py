@@ -93,9 +93,9 @@ class SkeletonEncoder(MaskedEncoder):
                          qkv_bias=True, drop_path_rate=drop_path_rate)
         # the trunc-normal init of MaskedEncoder reset the Linear layers only; the tables keep theirs
 
-    def forward(self, x: torch.Tensor, masks=None, return_layers: Sequence[int] | None = None):
+    def forward(self, x: torch.Tensor, masks=None, return_layers: Sequence[int] | None = None, valid=None):
         if x.ndim != 5:
-            return super().forward(x, masks, return_layers)
+            return super().forward(x, masks, return_layers, valid)
         if masks is not None:
             raise ValueError("masks index person-samples: pass skeletons [B * M, C, T, V] (persons_as_samples)")
         b, m = x.shape[0], x.shape[-1]

@@ -295,7 +295,7 @@ def convert_ntu(
         out[f"names_{s}"] = np.asarray(names[s], dtype=str)
         summary[s] = n
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out_path, **out)
+    np.savez(out_path, **out)  # type: ignore[arg-type]  # numpy's stub types **kwds as one bool
     return summary
 
 

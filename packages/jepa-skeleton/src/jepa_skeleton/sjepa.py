@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from jepa_core.config import BaseConfig, ConfigError, OptimConfig, ranges
@@ -190,7 +190,8 @@ def build_encoder(cfg: SJEPAConfig) -> SkeletonEncoder:
 def build_model(cfg: SJEPAConfig) -> SJEPA:
     m, lc = cfg.model, cfg.loss
     encoder = build_encoder(cfg)
-    predictor = SkeletonPredictor(encoder.grid_size, m.embed_dim, m.pred_dim, m.pred_depth, m.pred_num_heads,
+    grid = encoder.grid_size  # (T / t_patch, V)
+    predictor = SkeletonPredictor((grid[0], grid[1]), m.embed_dim, m.pred_dim, m.pred_depth, m.pred_num_heads,
                                   m.mlp_ratio)
     criterion = CenteredCrossEntropy(m.embed_dim, lc.student_temp, lc.teacher_temp, lc.center_momentum, m.centering)
     return SJEPA(encoder, predictor, criterion, m)
@@ -225,7 +226,7 @@ def skeleton_transform(cfg: SJEPAConfig, train: bool):
     from jepa_skeleton.preprocess import MAMPTransform
 
     d = cfg.data
-    kw = {"p_interval": tuple(d.p_interval)} if train else {}
+    kw: dict[str, Any] = {"p_interval": tuple(d.p_interval)} if train else {}
     return MAMPTransform(train=train, window=d.window, rotate=d.rotate and train, graph=get_graph(d.graph),
                          min_length=d.min_crop, **kw)
 
