@@ -199,6 +199,19 @@ def _randint(high, n, generator, device):
     return torch.randint(0, high, (n,), generator=generator, device=gen_device).to(device)
 
 
+def sampling_start(cond: torch.Tensor, uncond: torch.Tensor | None, cfg, token_dim: int,
+                   noise: torch.Tensor | None, generator: torch.Generator | None):
+    """What both per-token samplers start from: ``(x, c_in, double)``, the initial noise
+    ``[N, token_dim]`` (``noise`` or drawn from ``generator``), the head's conditioning (cond and
+    uncond stacked when guidance is on) and whether guidance is on (``uncond`` given and ``cfg``
+    not the float 1)."""
+    dtype = cond.dtype if cond.is_floating_point() else torch.float32
+    x = noise if noise is not None else _randn((cond.shape[0], token_dim), generator, cond.device, dtype)
+    double = uncond is not None and (torch.is_tensor(cfg) or cfg != 1.0)
+    c_in = torch.cat([cond, uncond], 0) if double and uncond is not None else cond
+    return x, c_in, double
+
+
 def guided(cond_out: torch.Tensor, uncond_out: torch.Tensor, cfg) -> torch.Tensor:
     """uncond + cfg (cond - uncond), exactly ``cond_out`` wherever cfg == 1.
 
@@ -332,10 +345,7 @@ class DiffusionLoss(nn.Module):
         """
         diff = self.sample_diffusion
         n, device = cond.shape[0], cond.device
-        dtype = cond.dtype if cond.is_floating_point() else torch.float32
-        x = noise if noise is not None else _randn((n, self.token_dim), generator, device, dtype)
-        double = uncond is not None and (torch.is_tensor(cfg) or cfg != 1.0)
-        c_in = torch.cat([cond, uncond], 0) if double and uncond is not None else cond
+        x, c_in, double = sampling_start(cond, uncond, cfg, int(self.token_dim), noise, generator)
         for i in reversed(range(diff.num_steps)):
             t = torch.full((n,), i, device=device, dtype=torch.long)
             t_model = diff.timestep_map.to(device=device, dtype=torch.float32)[t]
@@ -348,6 +358,6 @@ class DiffusionLoss(nn.Module):
             else:
                 eps, v = self._split(self.head(x, t_model, c_in))
             mean, log_var = diff.p_mean_log_variance(x, t, eps, v, self.clip_denoised)
-            z = _randn(x.shape, generator, device, dtype)
+            z = _randn(x.shape, generator, device, x.dtype)
             x = mean + torch.exp(0.5 * log_var) * z * temperature if i else mean
         return x

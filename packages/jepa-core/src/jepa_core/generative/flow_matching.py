@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .diffusion import _randn, guided
+from .diffusion import _randn, guided, sampling_start
 
 
 def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
@@ -130,13 +130,9 @@ class FlowMatchingLoss(nn.Module):
     ) -> torch.Tensor:
         """Draw one token per row of ``cond`` [N, c] -> [N, d] (see :class:`DiffusionLoss`
         ``sample`` for ``uncond`` / ``cfg``; ``cfg == 1`` is exactly the conditional model)."""
-        n, device = cond.shape[0], cond.device
-        dtype = cond.dtype if cond.is_floating_point() else torch.float32
-        x = noise if noise is not None else _randn((n, self.token_dim), generator, device, dtype)
+        x, c_in, double = sampling_start(cond, uncond, cfg, int(self.token_dim), noise, generator)
         if self.temperature_scales_noise:
             x = x * temperature
-        double = uncond is not None and (torch.is_tensor(cfg) or cfg != 1.0)
-        c_in = torch.cat([cond, uncond], 0) if double and uncond is not None else cond
         grid = self.time_grid().tolist()
         for k in range(self.sample_steps):
             t0, t1 = grid[k], grid[k + 1]
