@@ -263,7 +263,7 @@ class DiffusionLoss(nn.Module):
         if batch_mul < 1:
             raise ValueError("batch_mul must be >= 1")
         self.head = head
-        self.token_dim = token_dim if token_dim is not None else head.token_dim
+        self.token_dim: int = int(token_dim if token_dim is not None else head.token_dim)  # type: ignore[arg-type]  # head: a Module
         self.learn_sigma = learn_sigma
         expected = 2 * self.token_dim if learn_sigma else self.token_dim
         out_dim = getattr(head, "out_dim", expected)
@@ -345,7 +345,7 @@ class DiffusionLoss(nn.Module):
         """
         diff = self.sample_diffusion
         n, device = cond.shape[0], cond.device
-        x, c_in, double = sampling_start(cond, uncond, cfg, int(self.token_dim), noise, generator)
+        x, c_in, double = sampling_start(cond, uncond, cfg, self.token_dim, noise, generator)
         for i in reversed(range(diff.num_steps)):
             t = torch.full((n,), i, device=device, dtype=torch.long)
             t_model = diff.timestep_map.to(device=device, dtype=torch.float32)[t]

@@ -71,7 +71,7 @@ class FlowMatchingLoss(nn.Module):
         if time_shift <= 0:
             raise ValueError("time_shift must be positive")
         self.head = head
-        self.token_dim = token_dim if token_dim is not None else head.token_dim
+        self.token_dim: int = int(token_dim if token_dim is not None else head.token_dim)  # type: ignore[arg-type]  # head: a Module
         out_dim = getattr(head, "out_dim", self.token_dim)
         if out_dim != self.token_dim:
             raise ValueError(f"head.out_dim is {out_dim}; flow matching needs {self.token_dim}")
@@ -130,7 +130,7 @@ class FlowMatchingLoss(nn.Module):
     ) -> torch.Tensor:
         """Draw one token per row of ``cond`` [N, c] -> [N, d] (see :class:`DiffusionLoss`
         ``sample`` for ``uncond`` / ``cfg``; ``cfg == 1`` is exactly the conditional model)."""
-        x, c_in, double = sampling_start(cond, uncond, cfg, int(self.token_dim), noise, generator)
+        x, c_in, double = sampling_start(cond, uncond, cfg, self.token_dim, noise, generator)
         if self.temperature_scales_noise:
             x = x * temperature
         grid = self.time_grid().tolist()
