@@ -179,3 +179,22 @@ def test_compass_classes():
 def test_too_few_frames_is_a_clear_error(make):
     with pytest.raises(ValueError, match=r"num_frames >= 2"):
         make()
+
+
+def test_texture_scales_only_the_background_contrast():
+    """``texture`` changes the background's fine pattern and nothing else: the scene (items,
+    motion, flow, labels) is the same draw, and with texture 0 the background is far smoother."""
+    a, b, flat = render_clip(4, texture=0.45), render_clip(4), render_clip(4, texture=0.0)
+    np.testing.assert_array_equal(a["frames"], b["frames"])  # 0.45 is the default
+    for k in ("flow", "occluded", "segmentation", "positions", "classes", "directions", "camera_velocity"):
+        np.testing.assert_array_equal(a[k], flat[k])
+    bg = a["segmentation"][0] == 0
+    obj = ~bg
+    np.testing.assert_array_equal(a["frames"][0][:, obj], flat["frames"][0][:, obj])  # items untouched
+
+    def roughness(frames):  # mean absolute difference of horizontal neighbours on the background
+        f = frames[0].astype(np.float64)
+        both = bg[:, 1:] & bg[:, :-1]
+        return np.abs(np.diff(f, axis=2))[:, both].mean()
+
+    assert roughness(flat["frames"]) < 0.5 * roughness(a["frames"])  # what is left is the faint noise

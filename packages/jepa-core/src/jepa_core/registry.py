@@ -100,7 +100,7 @@ class MethodSpec:
     default_preset: str = "demo"
     description: str = ""
     on_run_start: Callable[[Any, Path, Any], None] | None = None
-    eval_tasks: Callable[[Any], dict[str, Callable]] | None = None
+    eval_tasks: Callable[[Any], dict[str, Callable] | None] | None = None
     eval_baselines: Callable[[Any, Any, Path | None], dict[str, Any]] | None = None
     evaluator: str | None = "probes"
     extra: dict = field(default_factory=dict)

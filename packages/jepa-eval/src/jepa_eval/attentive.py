@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ DEFAULT_LRS: tuple[float, ...] = (5e-3, 3e-3, 1e-3, 3e-4, 1e-4)
 DEFAULT_WDS: tuple[float, ...] = (0.01, 0.1, 0.4, 0.8)
 # Probe blocks per form: V-JEPA depth 1 (jepa:evals/*), V-JEPA 2 ``num_probe_blocks: 4``.
 DEFAULT_DEPTH: dict[str, int] = {"vjepa": 1, "vjepa2": 4}
-DEFAULT_FORM = "vjepa2"  # eval.attentive_form unset: the newer probe (V-JEPA 2), as before
+DEFAULT_FORM: Form = "vjepa2"  # eval.attentive_form unset: the newer probe (V-JEPA 2), as before
 
 
 class CrossAttention(nn.Module):
@@ -402,7 +402,7 @@ def train_attentive_probes(
     test = None
     if tokens_test is not None:
         test = _accuracies(probes, tokens_test, y_test.long(), eval_batch_size, device)
-    best_probe = probes[best_i].cpu().eval()
+    best_probe = cast(AttentiveClassifier, probes[best_i]).cpu().eval()  # ModuleList indexes as Module
     return AttentiveProbeResult(
         val_grid=dict(zip(grid, val)),
         best=grid[best_i],

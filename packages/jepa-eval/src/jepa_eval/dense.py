@@ -224,7 +224,7 @@ def linear_segmentation_probe(train_tokens: torch.Tensor, train_maps: torch.Tens
     steps_per_epoch = -(-n // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
     mean, std = mean.to(device), std.to(device)
-    last = []
+    last: list[float] = []
     for _ in range(epochs):
         last = []
         for idx in torch.randperm(n, generator=g).split(batch_size):
@@ -292,9 +292,11 @@ def dataset_classes(dataset, labels: torch.Tensor | None = None,
     while d is not None:
         names = getattr(d, "classes", None)
         n = getattr(d, "num_classes", None)
-        if names is not None or n is not None:
-            names = list(names) if names is not None else [str(c) for c in range(int(n))]
+        if names is not None:
+            names = list(names)
             return int(n) if n is not None else len(names), names
+        if n is not None:
+            return int(n), [str(c) for c in range(int(n))]
         d = getattr(d, "dataset", None)
     if labels is None:
         raise ValueError("the dense dataset names no classes; pass the labels")
@@ -329,14 +331,16 @@ def extract_dense_tokens(encoder: nn.Module | None, dataset, batch_size: int = 6
         return toks, maps, idx, found
     if grid is None:
         raise ValueError("the raw-pixel baseline needs the token grid of an encoder")
-    toks, maps, idx = [], [], []
+    tok_list: list[torch.Tensor] = []
+    map_list: list[torch.Tensor] = []
+    idx_list: list[torch.Tensor] = []
     for (x, y), i in iterate_samples(dataset, batch_size, corrupt):
-        toks.append(patchify(x.float(), grid))
-        maps.append(torch.as_tensor(y))
-        idx.append(i)
-    if not toks:
+        tok_list.append(patchify(x.float(), grid))
+        map_list.append(torch.as_tensor(y))
+        idx_list.append(i)
+    if not tok_list:
         raise ValueError("no samples to extract tokens from (the dataset is empty or every sample is corrupt)")
-    return torch.cat(toks), torch.cat(maps).long(), torch.cat(idx), tuple(grid)
+    return torch.cat(tok_list), torch.cat(map_list).long(), torch.cat(idx_list), tuple(grid)
 
 
 def dense_probe(encoder: nn.Module | None, train_set, test_set, cfg, device: torch.device | str = "cpu",

@@ -68,6 +68,8 @@ def _set_trainable(encoder: nn.Module, last_blocks: int | None, train_norm: bool
     ``pos_embed``) stay frozen in every mode."""
     if last_blocks is None:
         return
+    blocks: object  # narrowed by the isinstance checks below
+    norm: object
     if blocks_attr == "blocks":
         if not isinstance(encoder, BlockwiseEncoder):
             raise ValueError("last_blocks needs an encoder with a ModuleList 'blocks' and a final 'norm' "

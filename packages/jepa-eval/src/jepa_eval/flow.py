@@ -684,7 +684,11 @@ class FlowFolder(torch.utils.data.Dataset):
             f"KITTI: {kitti_dir}/XXXXXX_10.png with {base}/image_2/XXXXXX_10.png and XXXXXX_11.png"
         )
         if layout == "auto":
-            found = [n for n, d in (("sintel", sintel_dir), ("kitti", kitti_dir)) if d.is_dir()]
+            candidates: tuple[tuple[Literal["sintel", "kitti"], Path], ...] = (
+                ("sintel", sintel_dir),
+                ("kitti", kitti_dir),
+            )
+            found = [n for n, d in candidates if d.is_dir()]
             if len(found) != 1:
                 what = "both" if found else "neither"
                 raise FileNotFoundError(

@@ -248,6 +248,7 @@ class CollapseMonitor:
             }
             if self.labels:
                 _, y = self._load()
+                assert y is not None  # _load returns labels whenever self.labels is set
                 perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.seed + 1))
                 half = len(y) // 2
                 tr, te = perm[:half], perm[half:]

@@ -22,7 +22,7 @@ import torch
 from jepa_core import pretrained as P
 from jepa_core.pretrained import PretrainedError
 
-from jepa_eval.attentive import AttentiveClassifier
+from jepa_eval.attentive import AttentiveClassifier, Form
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def load_official_probe(
     classes = P.shape_of(sd, "linear.weight", "attentive probe")[0]
     blocks = P.block_count(sd, "pooler.blocks.")
     has_proj = "pooler.cross_attention_block.xattn.proj.weight" in sd
-    form = "vjepa" if has_proj and blocks == 0 else "vjepa2"
+    form: Form = "vjepa" if has_proj and blocks == 0 else "vjepa2"
     hidden = P.shape_of(sd, "pooler.cross_attention_block.mlp.fc1.weight", "attentive probe")[0]
     heads = num_heads or OFFICIAL_PROBE_HEADS
     if dim % heads:
@@ -76,7 +76,8 @@ def load_official_probe(
                        "is this an official V-JEPA / V-JEPA 2 probe checkpoint?")
     probe.load_state_dict(sd, strict=True)
     probe.to(device).eval()
-    probe.pretrained_info = P.LoadInfo(  # type: ignore[attr-defined]
+    # torch's stubs type Module.__setattr__ values as Tensor | Module; any object is accepted at runtime
+    probe.pretrained_info = P.LoadInfo(  # type: ignore[assignment]
         raw.path, "official-probe", form, which=f"{key}[{index}]" if key == "classifiers" else key,
         arch=dict(form=form, embed_dim=dim, num_heads=heads, depth=blocks + 1, num_classes=classes,
                   mlp_ratio=P.mlp_ratio_for(dim, hidden)),

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -161,25 +161,27 @@ def probe_encoders(
     candidates: dict[str, nn.Module | None] = dict(encoders)
     if cfg.raw_baseline:
         candidates["raw pixels"] = None
-    relabel: dict[str | None, Callable | None] = dict(tasks) if tasks else {None: None}
+    relabel: dict[str | None, Callable | None] = {t: fn for t, fn in tasks.items()} if tasks else {None: None}
     results: dict = {t: {} for t in relabel}
     extras: dict = {t: {} for t in relabel}
     dense_extras: dict = {}
     dense_grid = None
     if dense:
-        dense_bad = (CorruptSamples(dense_data[0], None, max_bad_fraction, "training (dense evaluation)"),
-                     CorruptSamples(dense_data[1], None, max_bad_fraction, "held-out (dense evaluation)"))
+        assert dense_data is not None  # dense is False without dense_data
+        dense_train, dense_test = dense_data
+        dense_bad = (CorruptSamples(dense_train, None, max_bad_fraction, "training (dense evaluation)"),
+                     CorruptSamples(dense_test, None, max_bad_fraction, "held-out (dense evaluation)"))
     if classify:
         bad = {"train": CorruptSamples(train_set, cfg.train_samples, max_bad_fraction, "training (evaluation)"),
                "test": CorruptSamples(test_set, None, max_bad_fraction, "held-out (evaluation)")}
     else:
-        bad = {"train": [], "test": []}
+        bad = {}  # no classification protocol: nothing read, no sample found corrupt
     for name, enc in candidates.items():
         r_dense = None
         if dense and (enc is not None or dense_grid is not None):
             from jepa_eval.dense import dense_probe
 
-            r_dense, dense_extras[name] = dense_probe(enc, *dense_data, cfg, device, seed, dense_bad, dense_grid)
+            r_dense, dense_extras[name] = dense_probe(enc, dense_train, dense_test, cfg, device, seed, dense_bad, dense_grid)
             dense_grid = dense_grid or tuple(r_dense["token_grid"])
             log.info("dense probes of %s in %.0f s: linear mIoU %.2f%%, k-NN mIoU %.2f%%", name, r_dense["seconds"],
                      r_dense["linear"]["miou"], r_dense["knn"]["miou"])
@@ -189,7 +191,8 @@ def probe_encoders(
             continue
         t0 = time.perf_counter()
         layers = cfg.last_layers if enc is not None else 1
-        tokens = feats = None
+        tokens: dict[str, tuple[torch.Tensor, ...]] | None = None
+        feats: dict[str, tuple[torch.Tensor, ...]] | None = None
         if enc is not None and "attentive" in protocols:
             # The attentive probe needs all tokens; with one layer the others use their mean (one pass).
             from jepa_eval.attentive import extract_tokens
@@ -203,24 +206,23 @@ def probe_encoders(
                                          return_indices=True)
                      for s, d in (("train", train_set), ("test", test_set))}
         # A sample found bad by a later pass of this encoder is dropped from its earlier ones too.
-        feats = {s: _drop_bad(v, bad[s]) for s, v in feats.items()}
-        (tr_x, tr_y), (te_x, te_y) = feats["train"], feats["test"]
-        if tokens is not None:
-            tokens = tuple(_drop_bad(tokens[s], bad[s]) for s in ("train", "test"))
+        kept = {s: _drop_bad(v, bad[s]) for s, v in feats.items()}
+        (tr_x, tr_y), (te_x, te_y) = kept["train"], kept["test"]
+        kept_tokens = None if tokens is None else tuple(_drop_bad(tokens[s], bad[s]) for s in ("train", "test"))
         clean = (bad["train"].clean(all_samples=True), bad["test"].clean(all_samples=True))
         extract_seconds = time.perf_counter() - t0
         for task, fn in relabel.items():
             t1 = time.perf_counter()
             ytr, yte = (tr_y, te_y) if fn is None else (fn(tr_y).long(), fn(te_y).long())
-            task_tokens = None if tokens is None else ((tokens[0][0], ytr), (tokens[1][0], yte))
-            sets = clean if fn is None else (_Relabeled(clean[0], fn), _Relabeled(clean[1], fn))
+            task_tokens = None if kept_tokens is None else ((kept_tokens[0][0], ytr), (kept_tokens[1][0], yte))
+            sets: tuple[torch.utils.data.Dataset, torch.utils.data.Dataset] = clean if fn is None else (_Relabeled(clean[0], fn), _Relabeled(clean[1], fn))
             r, x = _score(enc, tr_x, ytr, te_x, yte, task_tokens, *sets, cfg, device, seed)
             r["seconds"] = round(extract_seconds + time.perf_counter() - t1, 1)
             if r_dense is not None:
                 r["dense"] = r_dense
             results[task][name], extras[task][name] = r, x
             log.info("evaluated %s%s in %.0f s: %s", name, f" on {task}" if task else "", r["seconds"], _headline(r))
-    skipped = {"train": len(bad["train"]), "test": len(bad["test"])}
+    skipped = {s: len(bad[s]) if s in bad else 0 for s in ("train", "test")}
     skipped["total"] = skipped["train"] + skipped["test"]
     extra = {"skipped_corrupt": skipped} if skipped["total"] else {}
     if skipped["total"]:  # only then, so the keys of a clean evaluation stay as they were
@@ -243,7 +245,7 @@ def probe_encoders(
         section = dense_markdown(results[next(iter(relabel))], link) if dense else ""
         return "\n\n".join(p for p in (md, section) if p)
 
-    if tasks is None:
+    if not tasks:  # None or {}: relabel is {None: None}, one untitled table
         md = markdown_table(results[None]) if classify else ""
         if out_dir is not None:
             from jepa_eval.report import write_report
@@ -259,7 +261,7 @@ def probe_encoders(
         from jepa_eval.report import write_report
 
         if classify:
-            for task in relabel:
+            for task in tasks:
                 write_report(results[task], extras[task], markdown_table(results[task]),
                              Path(out_dir) / _slug(task), run_dir=run_dir, plots=cfg.plots)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -409,6 +411,7 @@ def _attentive(enc, train_set, test_set, cfg, device, seed, tokens=None) -> tupl
         batch_size=cfg.attentive_batch_size, seed=seed, device=device,
     )
     grid = {f"lr={lr:g},wd={wd:g}": round(v, 2) for (lr, wd), v in res.val_grid.items()}
+    assert res.test_accuracy is not None  # tokens_test was given
     return round(res.test_accuracy, 2), grid
 
 
@@ -434,9 +437,9 @@ def markdown_table(results: dict) -> str:
     cols: list[tuple[str, str]] = []
     if any("linear_probe" in r for r in results.values()):
         cols.append(("linear probe (%)", "linear_probe"))
-    ks = next((r["knn"].keys() for r in results.values() if "knn" in r), [])
+    ks: Iterable[str] = next((r["knn"].keys() for r in results.values() if "knn" in r), [])
     cols += [(f"k-NN k={k} (%)", f"knn.{k}") for k in ks]
-    fracs = next((r["lowshot"].keys() for r in results.values() if "lowshot" in r), [])
+    fracs: Iterable[str] = next((r["lowshot"].keys() for r in results.values() if "lowshot" in r), [])
     cols += [(f"low-shot {float(f) * 100:g} % labels (%)", f"lowshot.{f}") for f in fracs]
     if any("attentive_probe" in r for r in results.values()):
         cols.append(("attentive probe (%)", "attentive_probe"))

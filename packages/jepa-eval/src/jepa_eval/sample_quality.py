@@ -322,7 +322,7 @@ def evaluate_sample_quality(spec, cfg, model, device="cpu", out_dir=None, run_di
     return {"results": results, "markdown": sample_quality_markdown(results), "title": "Sample quality"}
 
 
-evaluate_sample_quality.check_config = check_config
+evaluate_sample_quality.check_config = check_config  # type: ignore[attr-defined]  # mypy: no attributes on functions
 
 
 def sample_quality_markdown(r: dict) -> str:

@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -181,7 +181,7 @@ def predictor_finetune(wm: WorldModel, train_set, test_set, *, epochs: int, lr: 
             dim = predictor(tr_x[:1].to(device, torch.float32)).shape[-1]
         head = AttentiveClassifier(dim, _num_heads(dim, getattr(predictor, "num_heads", None)), num_classes,
                                    depth=1, form="vjepa").to(device)
-    groups = [{"params": list(predictor.parameters()), "lr": lr * predictor_lr_scale if pretrained else lr},
+    groups: list[dict[str, Any]] = [{"params": list(predictor.parameters()), "lr": lr * predictor_lr_scale if pretrained else lr},
               {"params": list(head.parameters()), "lr": lr}]
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(tr_y) / batch_size)
@@ -281,6 +281,7 @@ def evaluate_world_model(spec, cfg, model, device: torch.device | str = "cpu", o
         log.info("no world-model evaluation (%s)", "no labelled eval data" if s.mrr or s.predictor_finetune
                  else "world_model_eval.mrr and predictor_finetune are off")
         return out
+    assert out is not None  # evaluate_encoders returns None only when build_eval_data is None
     t0 = time.perf_counter()
     seed = cfg.train.seed
     bad = getattr(cfg.train, "max_bad_fraction", DEFAULT_MAX_BAD_FRACTION)

@@ -13,6 +13,9 @@ the IWM step against I-JEPA's and its paired-view collator (``--methods iwm``).
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from jepa_core.benchmark import (
@@ -65,7 +68,7 @@ def case_masks(ctx: Context) -> list[Row]:
     batch, img, patch = 128, 224, 16
     samples = [(torch.zeros(1), 0) for _ in range(batch)]  # collation: mask sampling + a trivial collate
     ours = MultiBlockMaskCollator(MultiBlockMaskConfig(), img, patch)
-    fns = [lambda: ours(samples)]
+    fns: list[Callable[[], object]] = [lambda: ours(samples)]
     if ctx.official.get("ijepa"):
         theirs = ctx.official["ijepa"].mask_collator(img, patch)
         fns.append(lambda: theirs(samples))
@@ -217,7 +220,7 @@ DMT_CASES = [BenchCase("steps", case_dmt_steps)]
 # I-JEPA's at the same size, and the paired views with their action, per batch.
 
 
-def build_iwm_model(size: str, conditioning: str = "feature"):
+def build_iwm_model(size: str, conditioning: Literal["feature", "sequence", "none"] = "feature"):
     """IWM at a benchmark size (the paper's views and masks), seeded."""
     from jepa_image.iwm import IWMConfig
     from jepa_image.iwm import build_model as build
@@ -280,7 +283,7 @@ def case_iwm_views(ctx: Context) -> list[Row]:
         collate = train_collate(cfg)
         samples = [(x, 0) for x in torch.randint(0, 256, (batch, 3, img, img), dtype=torch.uint8)]
         with single_thread():
-            t, _ = interleaved([lambda c=collate, s=samples: c(s)], ctx.warmup, ctx.repeats, torch.device("cpu"))
+            t, _ = interleaved([functools.partial(collate, samples)], ctx.warmup, ctx.repeats, torch.device("cpu"))
         rows.append(Row(f"IWM paired views + masks, {batch} images {img} px, 1 thread", t[0],
                         note=f"{batch / t[0]:.0f} images/s"))
     return rows

@@ -59,7 +59,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import torch
@@ -437,6 +437,7 @@ class DJEPANet(nn.Module):
         self.decoder_norm = nn.LayerNorm(Dd, eps=1e-6)
         self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, num_tokens, Dd))
         self._init_weights()
+        self.diffloss: DiffusionLoss | FlowMatchingLoss
         # after the init above, as released: the denoiser and projection keep their own
         if m.head == "gauss":
             head = DenoisingMLP(token_dim, Dd, m.head_width, m.head_depth, out_dim=2 * token_dim,
@@ -547,19 +548,21 @@ class DJEPA(JEPAMethod):
         the position tables, ``decoder_embed`` and ``mask_token``."""
         from jepa_core.optim import adamw_kwargs
 
-        decay, no_decay = [], []
+        decay: list[torch.Tensor] = []
+        no_decay: list[torch.Tensor] = []
         for name, p in self.net.named_parameters():
             if not p.requires_grad:
                 continue
             skip = p.ndim == 1 or name.endswith(".bias") or any(s in name for s in NO_WEIGHT_DECAY)
             (no_decay if skip else decay).append(p)
-        groups = [{"name": "net.decay", "params": decay},
-                  {"name": "net.no_decay", "params": no_decay, "WD_exclude": True, "weight_decay": 0.0}]
+        groups: list[dict[str, Any]] = [
+            {"name": "net.decay", "params": decay},
+            {"name": "net.no_decay", "params": no_decay, "WD_exclude": True, "weight_decay": 0.0}]
         return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=optim_cfg.betas,
                                  eps=optim_cfg.eps, weight_decay=optim_cfg.weight_decay, **adamw_kwargs(device))
 
     def eval_encoder(self) -> nn.Module:
-        return ProbeEncoder(self, self.ema.module)
+        return ProbeEncoder(self, cast(DJEPANet, self.ema.module))
 
     # -- tokens ----------------------------------------------------------------------------------
 
@@ -607,10 +610,11 @@ class DJEPA(JEPAMethod):
             out["diffusion_loss"] = ld.detach()
             loss = loss + self.diffusion_weight * ld
         if self.jepa_weight > 0:
-            target = self.ema.module
+            target = cast(DJEPANet, self.ema.module)
             target.eval()  # no dropout in the target (the released EMA model runs in eval mode)
             with torch.no_grad():  # the EMA encoder on every token, true label, buffer dropped
                 h = target.encode(tokens, None, target.class_embedding(labels))[:, net.buffer_size:]
+            assert net.jepaloss is not None  # built when model.jepa_weight > 0, as self.jepa_weight
             lp = jepa_loss(net.jepaloss(z), h, mask, self.jepa_beta)
             out["jepa_loss"] = lp.detach()
             loss = loss + self.jepa_weight * lp
@@ -637,7 +641,7 @@ class DJEPA(JEPAMethod):
         (``steps`` on the cosine schedule, linear CFG, ``temperature``), from the EMA copy."""
         if cfg < 1:
             raise ConfigError(f"cfg={cfg:g}: the guidance scale must be >= 1 (1: no guidance)")
-        net = self.ema.module if use_ema else self.net
+        net = cast(DJEPANet, self.ema.module) if use_ema else self.net
         was_training = net.training
         net.eval()
         device = net.fake_latent.device
@@ -744,9 +748,9 @@ def center_crop_arr(image, size: int):
     from PIL import Image
 
     while min(image.size) >= 2 * size:
-        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.Resampling.BOX)
     scale = size / min(image.size)
-    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.Resampling.BICUBIC)
     arr = np.asarray(image)
     top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
     return arr[top:top + size, left:left + size]

@@ -194,7 +194,8 @@ def convert(raw, out: Path, to: str = "ours", method: str = METHOD, num_heads: i
     config (strict), so a layout mismatch fails here, naming the keys."""
     from jepa_image import djepa
 
-    obj, notes = raw.obj, []
+    obj = raw.obj
+    notes: list[str] = []
     meta_cfg = raw.meta.get("config") if isinstance(raw.meta, Mapping) else None
     if is_released(obj.get("model")) or is_released(obj):
         online, ema, notes = _released_parts(obj)

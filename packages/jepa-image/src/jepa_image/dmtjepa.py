@@ -115,6 +115,8 @@ class DMTJEPA(IJEPA):
     processes they are the mean of per-process statistics, not the statistic of the global batch.
     """
 
+    target_encoder: EMATarget  # always built: DMT-JEPA has no ema=False mode
+
     def __init__(self, encoder, predictor, head: NeighbourAggregationHead, loss: str = "l2",
                  activation_checkpointing: bool = False):
         super().__init__(encoder, predictor, loss, activation_checkpointing)

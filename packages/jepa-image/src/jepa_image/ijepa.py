@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
 import torch
 from jepa_core.config import BaseConfig, ConfigError, ranges
@@ -121,10 +121,15 @@ class IJEPAConfig(BaseConfig):
 
     def check(self, prefix: str) -> None:
         """The image is a whole number of patches."""
-        size, patch = self.data.image_size, self.model.patch_size
-        if size % patch:
-            raise ConfigError(f"data.image_size={size} is not a multiple of model.patch_size={patch}; e.g. "
-                              f"data.image_size={max(patch, size - size % patch)}")
+        check_whole_patches(self.data.image_size, self.model.patch_size)
+
+
+def check_whole_patches(size: int, patch: int) -> None:
+    """``data.image_size`` is a whole number of ``model.patch_size`` patches (the check of
+    :class:`IJEPAConfig`, shared with the configs of the other image methods)."""
+    if size % patch:
+        raise ConfigError(f"data.image_size={size} is not a multiple of model.patch_size={patch}; e.g. "
+                          f"data.image_size={max(patch, size - size % patch)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,6 +148,8 @@ class IJEPA(JEPAMethod):
     embeddings, slices seeded by ``batch["step"]`` when the collator gives it); ``ema=False``
     drops the EMA target: the encoder makes the targets under ``torch.no_grad()`` and is the one
     evaluated."""
+
+    encoder: VisionTransformer
 
     def __init__(self, encoder: VisionTransformer, predictor: VisionTransformerPredictor, loss: str = "smooth_l1",
                  activation_checkpointing: bool = False, sigreg_weight: float = 0.0, sigreg: SIGReg | None = None,
@@ -182,6 +189,7 @@ class IJEPA(JEPAMethod):
         else:  # the mean over the real target tokens only: the unpadded step's loss
             valid = repeat_interleave_batch(torch.cat(valid_pred, dim=0), images.shape[0], len(masks_enc))
             loss = self.loss_fn(z, h, valid)
+            assert valid_enc is not None  # the bucketing collator sets both flag lists together
             out = {"context_tokens": valid_enc[0][0].sum(), "target_tokens": valid_pred[0][0].sum()}
         if self.sigreg is not None:  # optional (model.sigreg_weight > 0): LeJEPA's trade-off
             emb = ctx.mean(1) if self.sigreg_on == "pooled" else ctx.flatten(0, 1)
@@ -236,7 +244,13 @@ def build_model(cfg: IJEPAConfig) -> IJEPA:
 # data
 
 
-def _raw_dataset(cfg: IJEPAConfig, split: str, transform):
+class _ImageRunConfig(Protocol):
+    """A run config with an image ``data`` section (I-JEPA's, IWM's, LeJEPA's)."""
+
+    data: ImageDataConfig
+
+
+def _raw_dataset(cfg: _ImageRunConfig, split: str, transform):
     d = cfg.data
     if d.dataset == "imagefolder":
         if not d.root:

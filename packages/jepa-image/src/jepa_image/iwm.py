@@ -37,6 +37,7 @@ from jepa_core.masks import MaskCollator, StepSeeds, apply_masks
 from jepa_core.masks.blocks import block_masks
 from jepa_core.method import JEPAMethod
 from jepa_core.nn import VisionTransformer, VisionTransformerPredictor
+from jepa_core.nn.interfaces import Masks
 from jepa_core.nn.layers import trunc_normal_init_
 from jepa_core.registry import MethodSpec
 from jepa_core.target import EMATarget, normalize_targets
@@ -44,7 +45,7 @@ from torch import nn
 
 from jepa_image import ijepa
 from jepa_image import iwm_views as V
-from jepa_image.ijepa import IJEPAConfig, IJEPAModelConfig, ImageDataConfig
+from jepa_image.ijepa import IJEPAModelConfig, ImageDataConfig
 
 IWM_MASK_TAG = 0x69776D  # "iwm": the generator of a batch's union-of-blocks masks
 REDRAWS = 20  # block positions drawn again at most this often when an image keeps too few tokens
@@ -132,7 +133,7 @@ class IWMConfig(BaseConfig):
 
     def check(self, prefix: str) -> None:
         """I-JEPA's check (whole patches), then: the masks fit the token grid."""
-        IJEPAConfig.check(self, prefix)
+        ijepa.check_whole_patches(self.data.image_size, self.model.patch_size)
         grid = self.data.image_size // self.model.patch_size
         UnionBlockMaskSampler(self.mask, grid, grid)  # raises a ConfigError when the masks cannot fit
 
@@ -252,13 +253,15 @@ class ActionConditionedPredictor(VisionTransformerPredictor):
         self._check(condition)
         return condition[:, :, None] * self.action_weight + self.action_bias  # [R, A, d]
 
-    def forward(self, z, masks_ctx, masks_tgt, mask_index: int = 0, condition=None):
+    def forward(self, z: torch.Tensor, masks_ctx: Masks, masks_tgt: Masks, mask_index: int = 0,
+                condition: torch.Tensor | None = None, valid_ctx: Masks = None,
+                valid_tgt: Masks = None) -> torch.Tensor:
         if self.conditioning == "none":
             condition = None  # invariant: never sees the action
         elif condition is None:
             raise ValueError(f"this predictor is conditioned ({self.conditioning}) and needs the action: "
                              "predictor(z, masks_ctx, masks_tgt, condition=action)")
-        return super().forward(z, masks_ctx, masks_tgt, mask_index, condition)
+        return super().forward(z, masks_ctx, masks_tgt, mask_index, condition, valid_ctx, valid_tgt)
 
 
 class IWM(JEPAMethod):
@@ -266,6 +269,9 @@ class IWM(JEPAMethod):
     "masks_enc", "masks_pred"}`` (:class:`jepa_image.iwm_views.PairedViews` and
     :class:`UnionBlockMaskSampler`). Trainer hooks: JEPAMethod's defaults (``encoder`` and
     ``predictor`` trained, ``target_encoder`` their EMA twin and the encoder evaluated)."""
+
+    encoder: VisionTransformer
+    predictor: ActionConditionedPredictor
 
     def __init__(self, encoder: VisionTransformer, predictor: ActionConditionedPredictor, loss: str = "l2",
                  targets: str = "masked"):

@@ -28,7 +28,7 @@ Linear probes read the backbone (``eval_encoder()`` is the encoder), not the pro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, cast
 
 import torch
 from jepa_core.config import BaseConfig, ConfigError, OptimConfig, ranges, validate
@@ -95,7 +95,7 @@ class LeJEPAViewConfig:
         return IWMViewConfig(
             hflip_p=self.hflip_p, jitter_p=self.jitter_p, brightness=self.brightness, contrast=self.contrast,
             saturation=self.saturation, hue=self.hue, grayscale_p=self.grayscale_p, blur_p=self.blur_p,
-            blur_sigma=tuple(self.blur_sigma), solarize_p=self.solarize_p,
+            blur_sigma=cast(tuple[float, float], tuple(self.blur_sigma)), solarize_p=self.solarize_p,
             solarize_threshold=self.solarize_threshold,
         )
 

@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from jepa_core import pretrained as P
 from jepa_core.nn import VIT_SIZES, VisionTransformer, VisionTransformerPredictor
-from jepa_core.nn.pos_embed import sincos_2d
+from jepa_core.nn.pos_embed import Order2D, sincos_2d
 from jepa_core.pretrained import CheckpointView, Converter, LoadInfo, PretrainedError
 from jepa_core.sizes import CUSTOM, config_num_heads, resolve_vit_size, vit_size_name
 
@@ -160,7 +160,7 @@ def _hints_from(stored: dict, run_cfg: dict, hf_cfg: dict) -> dict:
     return {k: v for k, v in h.items() if v}
 
 
-def _order_of(table: torch.Tensor, dim: int, grid: int, notes: list[str], what: str) -> tuple[str, bool]:
+def _order_of(table: torch.Tensor, dim: int, grid: int, notes: list[str], what: str) -> tuple[Order2D, bool]:
     for order in ("wh", "hw"):
         if P.table_matches(table, sincos_2d(dim, grid, order=order)):
             if order == "hw":
@@ -188,9 +188,10 @@ def infer_config(
         raise PretrainedError(f"pos_embed {list(pos)} is not a square [1, N, {dim}] table")
     order, _ = _order_of(enc["pos_embed"], dim, grid, notes, "pos_embed")
     name = vit_size_name(dim, vit.depth, vit.num_heads, vit.mlp_ratio, VIT_SIZES)
+    sizes: dict[str, Any] = {} if name else dict(
+        embed_dim=dim, depth=vit.depth, num_heads=vit.num_heads, mlp_ratio=vit.mlp_ratio)
     model = IJEPAModelConfig(
-        encoder=name or CUSTOM, patch_size=patch, in_chans=vit.in_chans, pos_embed_order=order,  # type: ignore[arg-type]
-        **({} if name else dict(embed_dim=dim, depth=vit.depth, num_heads=vit.num_heads, mlp_ratio=vit.mlp_ratio)),
+        encoder=name or CUSTOM, patch_size=patch, in_chans=vit.in_chans, pos_embed_order=order, **sizes,
     )
     pred = parts.get("predictor")
     if pred:
@@ -250,7 +251,7 @@ def build_modules(
     return encoder, (ijepa.build_predictor(cfg.model, encoder) if predictor else None)
 
 
-def _resized(table: torch.Tensor, dim: int, old: int, new: int, order: str, notes: list[str], what: str):
+def _resized(table: torch.Tensor, dim: int, old: int, new: int, order: Order2D, notes: list[str], what: str):
     if old == new:
         return table
     if P.table_matches(table, sincos_2d(dim, old, order=order)):

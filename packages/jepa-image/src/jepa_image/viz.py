@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ def plot_masks(cfg, dataset, path: Path, n: int = 6) -> Path | None:
     with torch.random.fork_rng():
         torch.manual_seed(cfg.train.seed)
         # Corrupt samples are skipped here too (the trainer skips and counts them).
-        samples = []
+        samples: list[Any] = []
         for i in range(min(len(dataset), 50 * n)):
             if len(samples) == n:
                 break

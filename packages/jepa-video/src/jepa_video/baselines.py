@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +105,7 @@ def _pretrain_image_encoder(cfg, run_dir: Path) -> tuple[str, nn.Module] | None:
     folder = run_dir / "image_baseline"
     sampler = _sampler(cfg.data, train=False)
     if cfg.baseline.frames_per_clip is not None:
-        sampler.frames_per_clip = cfg.baseline.frames_per_clip
+        sampler = replace(sampler, frames_per_clip=cfg.baseline.frames_per_clip)  # ClipSampler is frozen
     n = write_frames(_train_source_dataset(cfg, sampler), folder / "frames")
     log.info("image baseline: I-JEPA on %d frames of the training clips, in %s", n, folder)
     overrides = _image_overrides(cfg, folder / "frames")

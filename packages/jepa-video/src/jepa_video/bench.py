@@ -15,9 +15,14 @@ repository only) the masks and steps cases time the official code beside ours.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import torch
 from jepa_core import benchmark as bm
+
+if TYPE_CHECKING:
+    from jepa_video.mcjepa import MCJEPAConfig
 
 # size -> (encoder, frame px, frames, batch, predictor width, predictor depth); tiny and small
 # fit a CPU run, base and large are for GPUs (benchmarks/gpu_suite.sh)
@@ -74,7 +79,8 @@ def case_masks(ctx: bm.Context) -> list[bm.Row]:
     for label, img, key in (("V-JEPA", 224, "jepa"), ("V-JEPA 2", 256, "vjepa2")):
         ours = MultiBlock3DMaskCollator(VJEPA_MASK_CONFIGS, img, 16, 16, 2)
         samples = [(torch.zeros(1), 0) for _ in range(batch)]
-        fns = [lambda ours=ours, samples=samples: ours(samples)]
+        # Callable[..., object]: mypy cannot infer a lambda with defaults against Callable[[], object]
+        fns: list[Callable[..., object]] = [lambda ours=ours, samples=samples: ours(samples)]
         if ctx.official.get(key):
             theirs = ctx.official[key].mask_collator(img)
             # vjepa2:src/masks/multiseq_multiblock3d.py reads each sample's frame indices
@@ -156,7 +162,8 @@ def case_data(ctx: bm.Context) -> list[bm.Row]:
                 ds = VideoIndex(idx_file, sampler=ClipSampler(frames_per_clip=16, frame_step=step), backend=backend,
                                 transform=VideoTrainTransform(64))
                 idx = iter(range(10**9))
-                t = bm.interleaved([lambda ds=ds, idx=idx: ds[next(idx) % len(ds)]], 2, ctx.repeats * 2)[0][0]
+                fns: list[Callable[..., object]] = [lambda ds=ds, idx=idx: ds[next(idx) % len(ds)]]
+                t = bm.interleaved(fns, 2, ctx.repeats * 2)[0][0]
                 rows.append(bm.Row(f"video clip: {label}, crop + flip, {backend}", t, note=f"{1 / t:.0f} clips/s"))
     return rows
 
@@ -181,7 +188,7 @@ def _mpeg4_avi_copies(index, out_index) -> None:
             s.codec_context.thread_count = 1
             s.codec_context.options = {"bf": "2", "qscale": "3"}
             for f in frames:
-                for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f, np.uint8), format="rgb24")):
                     out.mux(p)
             for p in s.encode():
                 out.mux(p)
@@ -213,7 +220,7 @@ def build_mcjepa(preset: str, size: str, ctx: bm.Context, seed: int = 0):
     from jepa_core import registry
 
     img, b = MCJEPA_SIZES[size][preset]
-    cfg = registry.get_method("mcjepa").load_config(preset, overrides=[f"data.image_size={img}"])
+    cfg = cast("MCJEPAConfig", registry.get_method("mcjepa").load_config(preset, overrides=[f"data.image_size={img}"]))
     torch.manual_seed(seed)
     from jepa_video.mcjepa import build_model as build
 

@@ -178,6 +178,7 @@ def _rows_of(sources: Sequence[str], root: str | None) -> tuple[list[tuple[str, 
             default_out = default_out or p.with_name(p.name.rsplit(".", 1)[0] + ".checked.npz")
         else:
             raise FileNotFoundError(f"no such folder or index file: {p}")
+    assert default_out is not None  # sources is non-empty (argparse nargs="+")
     return rows, default_out
 
 

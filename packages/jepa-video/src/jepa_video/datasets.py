@@ -31,6 +31,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -290,7 +291,8 @@ def _unpickle_object_index(path: Path) -> list[str]:
             elif version == (2, 0):
                 _shape, _order, dtype = fmt.read_array_header_2_0(f)
             else:
-                _shape, _order, dtype = fmt._read_array_header(f, version)  # noqa: SLF001
+                # private numpy helper (read_magic's other versions), absent from numpy's stubs
+                _shape, _order, dtype = fmt._read_array_header(f, version)  # type: ignore[attr-defined]  # noqa: SLF001
         except ValueError as err:
             raise IndexFormatError(f"{path} is not a valid .npy file: {err}") from err
         if not dtype.hasobject:
@@ -393,8 +395,8 @@ def write_array_index(path: str | os.PathLike, rows: Sequence[tuple[str, int]],
     """Write ``(path, label)`` rows as a safe ``.npz`` index (string and integer arrays, never
     pickled), with each file's decodable frame count when given (None: unknown, stored as -1)."""
     path = Path(path)
-    arrays = {"paths": np.array([str(p) for p, _ in rows], dtype=str),
-              "labels": np.array([int(y) for _, y in rows], dtype=np.int64)}
+    arrays: dict[str, Any] = {"paths": np.array([str(p) for p, _ in rows], dtype=str),
+                              "labels": np.array([int(y) for _, y in rows], dtype=np.int64)}
     if num_frames is not None:
         if len(num_frames) != len(rows):
             raise ValueError(f"{len(num_frames)} frame counts for {len(rows)} rows")

@@ -111,6 +111,8 @@ class VideoDecoder:
     fps: float
     height: int
     width: int
+    #: the PyAV decoder that reads frames this backend failed on (opened on first need)
+    _pyav: PyAVDecoder | None
 
     def __len__(self) -> int:
         return self.num_frames
@@ -204,7 +206,7 @@ CAPTURE_ENV = "JEPA_VIDEO_STDERR"  # "1": leave the libraries' stderr alone (not
 # an FFmpeg line ("[h264 @ 0x55d...] error ...") or a decord/dmlc one ("[13:01:18] src/...: ...")
 _LIBRARY_LINE = re.compile(r"^\[(?:[^\]@]+ @ (?:0x)?[0-9a-fA-F]+|\d\d:\d\d:\d\d)\]")
 _capture_lock = threading.RLock()
-_capture_state = {"depth": 0, "file": None}
+_capture_state: dict[str, Any] = {"depth": 0, "file": None}
 
 
 @contextlib.contextmanager
@@ -475,6 +477,7 @@ class PyAVDecoder(VideoDecoder):
         import av
 
         self.path = str(path)
+        self._container: av.container.InputContainer | None
         try:
             self._container = av.open(self.path)
             if not self._container.streams.video:
@@ -543,6 +546,7 @@ class PyAVDecoder(VideoDecoder):
         that every frame that comes out is the one whose timestamp is next in presentation
         order. None (fall back to a sequential decode) at the first frame that is not."""
         pts, need = self._pts, set(wanted)
+        assert pts is not None  # called only while self._exact, i.e. the stream has exact timestamps
         got: dict[int, np.ndarray] = {}
         frames = None  # the running decode
         pos = -1  # index of the last frame it gave
@@ -555,7 +559,7 @@ class PyAVDecoder(VideoDecoder):
                 frames = _decoded(self._container, self._stream)
                 pos = key - 1
                 # frames before the key frame (an earlier key frame, leading B-frames) are skipped
-                start = pts[key]
+                start: int | None = pts[key]
             else:
                 start = None
             while pos < target:
@@ -648,6 +652,7 @@ class TorchCodecDecoder(VideoDecoder):
 
         self.path = str(path)
         self.delegate: VideoDecoder | None = None
+        self._dec: _TCDecoder | None
         kw: dict[str, Any] = dict(dimension_order="NHWC", num_ffmpeg_threads=threads, device="cpu")
         try:
             info = stream_index(self.path)
@@ -667,6 +672,7 @@ class TorchCodecDecoder(VideoDecoder):
             # the frames the file holds, not what its header claims (a cut file)
             self.num_frames = min(n, content if content is not None else n, info.frames)
             self.fps = float(md.average_fps or 0.0)
+            assert md.height is not None and md.width is not None  # known for an opened video stream
             self.height, self.width = int(md.height), int(md.width)
             if self.num_frames < 1:
                 raise ValueError("no video frames")
@@ -724,7 +730,7 @@ def _probe_torchcodec() -> bool:
 
 
 #: name -> (decoder class, availability probe)
-BACKENDS: dict[str, tuple[type[VideoDecoder], Callable[[], bool]]] = {
+BACKENDS: dict[str, tuple[Callable[..., VideoDecoder], Callable[[], bool]]] = {
     "pyav": (PyAVDecoder, _probe_pyav),
     "decord": (DecordDecoder, _probe_decord),
     "torchcodec": (TorchCodecDecoder, _probe_torchcodec),

@@ -25,6 +25,7 @@ import os
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -146,7 +147,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8, cod
     name = _encoder(codec)
     with av.open(str(path), "w", format="mp4" if path.suffix.lower() in (".mp4", ".m4v") else None) as out:
         rate = Fraction(fps).limit_denominator(1001)
-        stream = out.add_stream(name, rate=rate)
+        stream = cast("av.VideoStream", out.add_stream(name, rate=rate))  # a video codec name
         stream.codec_context.time_base = 1 / rate
         stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
         stream.codec_context.thread_count = 1

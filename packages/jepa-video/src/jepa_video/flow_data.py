@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ def sprite_pool(split: str = "all") -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return images[keep], labels[keep], np.flatnonzero(keep)
 
 
-def compass_direction(v: Sequence[int]) -> int:
+def compass_direction(v: Sequence[int] | np.ndarray) -> int:
     """The nearest of the 8 compass classes (0 right, 2 up, 4 left, 6 down) of the image-plane
     vector ``v = (dx, dy)`` (y down the rows); -1 for the zero vector."""
     dx, dy = int(v[0]), int(v[1])
@@ -80,8 +81,9 @@ def _velocity(rng: np.random.Generator, vmax: float) -> np.ndarray:
     return np.array(cands[rng.integers(len(cands))] if cands else (0, 0), np.int64)
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """uint8 ``[3, h, w]``: smooth colour field + plane-wave texture + faint noise."""
+def _background(rng: np.random.Generator, h: int, w: int, texture: float = 0.45) -> np.ndarray:
+    """uint8 ``[3, h, w]``: smooth colour field + plane-wave texture (amplitude ``texture``) +
+    faint noise."""
     yy, xx = np.mgrid[:h, :w].astype(np.float64)
 
     def waves(n: int, lo: float, hi: float) -> np.ndarray:  # mean of n plane waves, in [-1, 1]
@@ -90,8 +92,8 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         return np.cos(xx[..., None] * (k * np.cos(ang)) + yy[..., None] * (k * np.sin(ang)) + ph).mean(-1)
 
     colour = rng.uniform(0.25, 0.75, (3, 1, 1)) + 0.2 * np.stack([waves(3, 40, 120) for _ in range(3)])
-    texture = 0.45 * waves(8, 3, 16) + rng.uniform(-0.03, 0.03, (h, w))
-    return np.clip(np.round(255 * (colour + texture)), 0, 255).astype(np.uint8)
+    pattern = texture * waves(8, 3, 16) + rng.uniform(-0.03, 0.03, (h, w))
+    return np.clip(np.round(255 * (colour + pattern)), 0, 255).astype(np.uint8)
 
 
 def _resize(sprite: np.ndarray, s: int) -> np.ndarray:
@@ -120,6 +122,7 @@ def render_clip(
     object_size: tuple[int, int] | None = None,
     max_object_speed: float = 3.0,
     max_camera_speed: float = 2.0,
+    texture: float = 0.45,
     alpha_threshold: float = 40.0,
     sprites: str = "all",
 ) -> dict:
@@ -134,6 +137,8 @@ def render_clip(
     ``camera_velocity`` int64 [2] (the pan: the background's flow is minus it) and
     ``camera_direction`` (its compass class); ``largest``: the object with the most visible
     pixels over the clip. ``object_size``: (min, max) side in px, default 3/8-5/8 of ``size``.
+    ``texture``: the amplitude of the background's fine plane-wave texture (0 leaves the smooth
+    colour field; the same draws either way, so only the background's contrast changes).
     """
     if num_frames < 2:
         raise ValueError(f"num_frames={num_frames}: a flow clip needs at least 2 frames "
@@ -149,7 +154,7 @@ def render_clip(
 
     v_cam = _velocity(rng, max_camera_speed)
     pad = int(np.abs(v_cam).max()) * (T - 1)
-    canvas = _background(rng, size + 2 * pad, size + 2 * pad)
+    canvas = _background(rng, size + 2 * pad, size + 2 * pad, texture)
 
     picks = rng.choice(len(images), num_objects, replace=False)
     sides = rng.integers(lo, hi + 1, num_objects)
@@ -170,7 +175,8 @@ def render_clip(
         ox, oy = pad + t * v_cam[0], pad + t * v_cam[1]
         frames[t] = canvas[:, oy : oy + size, ox : ox + size]
         for i in range(num_objects):  # back to front
-            _paste(frames[t], seg[t], colours[i], alphas[i], *positions[t, i].tolist(), i + 1)
+            x, y = positions[t, i].tolist()
+            _paste(frames[t], seg[t], colours[i], alphas[i], x, y, i + 1)
 
     table = np.concatenate([-v_cam[None], velocities])  # flow of owner 0 (background), 1, 2, ...
     disp = table[seg[:-1]]  # [T-1, H, W, 2] (dx, dy)
@@ -303,7 +309,8 @@ class VideoFramePairs(Dataset):
         self.image_size, self.frame_gap, self.threads = int(image_size), int(frame_gap), threads
         self.min_bytes = MIN_VIDEO_BYTES if min_bytes is None else int(min_bytes)
         path = Path(root)
-        kw = dict(backend=backend, min_bytes=self.min_bytes)
+        kw: dict[str, Any] = dict(backend=backend, min_bytes=self.min_bytes)
+        listing: VideoFolder | VideoIndex
         if path.is_dir():
             listing = VideoFolder(path, **kw)
         elif path.is_file():

@@ -18,6 +18,9 @@ Conventions (the whole project uses these):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal, overload
+
 import torch
 import torch.nn.functional as F
 
@@ -39,6 +42,16 @@ def pixel_grid(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor
     return torch.stack((gx, gy)).unsqueeze(0)
 
 
+@overload
+def warp(x: torch.Tensor, flow: torch.Tensor, return_mask: Literal[False] = ...) -> torch.Tensor: ...
+@overload
+def warp(
+    x: torch.Tensor, flow: torch.Tensor, return_mask: Literal[True]
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def warp(
+    x: torch.Tensor, flow: torch.Tensor, return_mask: bool = ...
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 def warp(
     x: torch.Tensor, flow: torch.Tensor, return_mask: bool = False
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +100,7 @@ def local_correlation(f1: torch.Tensor, f2: torch.Tensor, radius: int) -> torch.
     return torch.stack(out, dim=1) / c
 
 
-def upsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upsample_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize of ``[B, 2, h, w]`` to ``size = (H, W)``; x scaled by ``W/w``, y by ``H/h``."""
     h, w = flow.shape[-2:]
     H, W = int(size[0]), int(size[1])

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,9 @@ from torch.utils.data import Dataset
 from jepa_video import flow_ops as FO
 from jepa_video import mcjepa_losses as L
 from jepa_video.mcjepa_nn import ConvNeXtPyramid, ConvPyramid, FlowEstimator
+
+if TYPE_CHECKING:
+    from jepa_video.flow_data import VideoFramePairs
 
 # ---------------------------------------------------------------------------------------------
 # config
@@ -140,7 +143,8 @@ class NormalizedPyramid(nn.Module):
 
     def __init__(self, pyramid: nn.Module, mean, std):
         super().__init__()
-        self.pyramid, self.dims = pyramid, pyramid.dims
+        self.pyramid = pyramid
+        self.dims: tuple[int, ...] = cast(tuple[int, ...], pyramid.dims)  # ConvPyramid / ConvNeXtPyramid
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
@@ -158,7 +162,7 @@ class PyramidTokens(nn.Module):
     def __init__(self, pyramid: nn.Module):
         super().__init__()
         self.pyramid = pyramid
-        self.embed_dim = pyramid.dims[-1]
+        self.embed_dim = cast(tuple[int, ...], pyramid.dims)[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pyramid(x)[-1].flatten(2).transpose(1, 2)
@@ -329,6 +333,7 @@ class ContentViews:
         still = inputs["still"]
         if slots is None:
             slots, total = torch.arange(still.shape[0]), still.shape[0]
+        assert total is not None  # MaskCollator passes total with slots
         views = torch.stack([self._view(still, generator, slots, int(total)) for _ in range(2)], dim=1)
         fields: dict = {"views": views}
         if self.epoch_of is not None and step is not None:
@@ -350,7 +355,7 @@ class ContentViews:
         theta[:, 1, 1] = side / h
         theta[:, 0, 2] = (left + side / 2) / w * 2 - 1
         theta[:, 1, 2] = (top + side / 2) / h * 2 - 1
-        grid = F.affine_grid(theta, (b, x.shape[1], self.size, self.size), align_corners=False)
+        grid = F.affine_grid(theta, [b, x.shape[1], self.size, self.size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -370,7 +375,7 @@ def build_train_data(cfg: MCJEPAConfig, rank: int = 0, world_size: int = 1):
     return dataset, collate
 
 
-def build_train_dataset(cfg: MCJEPAConfig) -> Dataset:
+def build_train_dataset(cfg: MCJEPAConfig) -> PairsAndStills | VideoFramePairs:
     """``data.dataset=synthetic``: :class:`PairsAndStills`; ``video``:
     :class:`jepa_video.flow_data.VideoFramePairs` over ``data.root``."""
     d = cfg.data

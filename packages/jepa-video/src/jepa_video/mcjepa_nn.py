@@ -14,6 +14,7 @@ Flows follow :mod:`jepa_video.flow_ops` (``[B, 2, h, w]``, x then y, pixels of t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -221,8 +222,10 @@ class FlowEstimator(nn.Module):
         )
         if zero_init:
             for net in self.nets:
-                nn.init.zeros_(net[-1].weight)
-                nn.init.zeros_(net[-1].bias)
+                last = cast(nn.Conv2d, cast(nn.Sequential, net)[-1])  # _level_net ends in a Conv2d
+                assert last.bias is not None  # built with bias=True
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
     def forward(self, feats1: Sequence[torch.Tensor], feats2: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if len(feats1) != len(self.nets) or len(feats2) != len(self.nets):

@@ -342,8 +342,10 @@ def build_modules(
     pretraining builders (on the current default device, e.g. ``meta``)."""
     V = _vjepa()
     if img_size or num_frames:
-        cfg = replace(cfg, data=replace(cfg.data, crop_size=img_size or cfg.data.crop_size,
-                                        frames_per_clip=num_frames or cfg.data.frames_per_clip))
+        data = replace(cfg.data, crop_size=img_size or cfg.data.crop_size,
+                       frames_per_clip=num_frames or cfg.data.frames_per_clip)
+        # data keeps cfg.data's own class; mypy cannot pair the members of the cfg union
+        cfg = replace(cfg, data=data)  # type: ignore[arg-type]
     encoder = V.build_encoder(cfg)
     return encoder, (V.build_predictor(cfg, encoder) if predictor else None)
 

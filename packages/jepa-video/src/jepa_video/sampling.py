@@ -99,6 +99,7 @@ def sample_clip_indices(
     if part_len < 1:
         raise ValueError(f"{num_frames} frames cannot be split into {num_clips} clips")
     clips = []
+    idx: np.ndarray
     for i in range(num_clips):
         if part_len > clip_len:
             end = clip_len

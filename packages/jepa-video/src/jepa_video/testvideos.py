@@ -142,6 +142,7 @@ def _zero_last_frame(path: Path) -> None:
     with av.open(str(path)) as c:
         packets = [(p.pts, p.pos, p.size) for p in c.demux(video=0) if p.size]
     _, pos, size = max(packets)
+    assert pos is not None  # the mp4 demuxer knows each packet's byte position
     with open(path, "r+b") as f:
         f.seek(pos)
         f.write(b"\0" * size)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -117,7 +118,9 @@ class VideoTrainTransform:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ):
-        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.size: tuple[int, int] = (
+            (size, size) if isinstance(size, int) else cast(tuple[int, int], tuple(size))
+        )
         self.scale, self.ratio, self.hflip = tuple(scale), tuple(ratio), hflip
         self.normalize = _Normalize(mean, std)
 

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from jepa_core.config import BaseConfig, ConfigError, ranges
@@ -44,7 +45,6 @@ from jepa_core.registry import MethodSpec
 from jepa_core.sigreg import SIGReg
 from jepa_core.sizes import check_heads_divide, resolve_vit_size
 from jepa_core.target import EMATarget, normalize_targets
-from torch import nn
 from torch.utils.data import Dataset
 
 from .baselines import FrameBaselineConfig, frame_baseline
@@ -92,7 +92,7 @@ __all__ = [
     crop_size=">=1", crop_scale="(0,1] ordered", aspect_ratio=">0 ordered", hflip="[0,1]", eval_short_side=">=1",
     batch_size=">=1", num_workers=">=0", demo_clips=">=1", demo_eval_clips=">=1", demo_frames=">=1",
     demo_size=">=1", demo_speeds=">0", demo_seed=">=0", flow_objects=">=1", flow_object_speed=">=1",
-    flow_camera_speed=">=0",
+    flow_camera_speed=">=0", flow_texture=">=0",
 )
 @dataclass
 class VideoDataConfig:
@@ -149,6 +149,7 @@ class VideoDataConfig:
     flow_objects: int = 2
     flow_object_speed: float = 1.5
     flow_camera_speed: float = 1.5
+    flow_texture: float = 0.45  # amplitude of the background's fine texture (render_clip's texture)
 
 
 @dataclass
@@ -412,10 +413,12 @@ def build_encoder(cfg: VJEPAConfig | VJEPA2Config) -> VideoVisionTransformer:
     )
 
 
-def build_predictor(cfg: VJEPAConfig | VJEPA2Config, encoder: VideoVisionTransformer) -> nn.Module:
+def build_predictor(
+    cfg: VJEPAConfig | VJEPA2Config, encoder: VideoVisionTransformer
+) -> VJEPAPredictor | VJEPA2Predictor:
     """The V-JEPA predictor (sin-cos table) or, with ``use_rope``, the V-JEPA 2 one (RoPE)."""
     m, d = cfg.model, cfg.data
-    common = dict(
+    common: dict[str, Any] = dict(
         img_size=d.crop_size, num_frames=d.frames_per_clip, patch_size=m.patch_size, tubelet_size=m.tubelet_size,
         embed_dim=encoder.embed_dim, predictor_embed_dim=m.pred_emb_dim, depth=m.pred_depth,
         num_heads=m.pred_num_heads or encoder.num_heads, mlp_ratio=m.pred_mlp_ratio or 4.0,
@@ -515,6 +518,7 @@ class FlowClipVideos(Dataset):
 
     def __init__(self, split: str, num_clips: int, frames: int, size: int, seed: int = 0, *,
                  num_objects: int = 2, max_object_speed: float = 1.5, max_camera_speed: float = 1.5,
+                 texture: float = 0.45,
                  sampler: ClipSampler | None = None, transform=None, fps: float = 8.0,
                  generator: torch.Generator | None = None):
         import numpy as np
@@ -529,7 +533,8 @@ class FlowClipVideos(Dataset):
         self.samples: list[tuple[str, int]] = []
         for i in range(num_clips):
             c = render_clip((seed, SPLITS[split], i), frames, size, num_objects, sprites=split,
-                            max_object_speed=max_object_speed, max_camera_speed=max_camera_speed)
+                            max_object_speed=max_object_speed, max_camera_speed=max_camera_speed,
+                            texture=texture)
             k = c["largest"]
             self.clips.append(np.ascontiguousarray(c["frames"].transpose(0, 2, 3, 1)))
             self.samples.append((f"flowclip-{split}-{i:05d}", int(c["classes"][k]) * len(DIRECTIONS)
@@ -560,6 +565,7 @@ def flow_clips(cfg: VJEPAConfig | VJEPA2Config, split: str, sampler: ClipSampler
     n = d.demo_clips if split == "train" else d.demo_eval_clips
     return FlowClipVideos(split, n, d.demo_frames, d.demo_size, d.demo_seed, num_objects=d.flow_objects,
                           max_object_speed=d.flow_object_speed, max_camera_speed=d.flow_camera_speed,
+                          texture=d.flow_texture,
                           sampler=sampler, transform=transform)
 
 
@@ -614,21 +620,23 @@ def _dataset(cfg, source: str | tuple[str, ...] | None, train: bool, what: str, 
     d = cfg.data
     if d.label != "raw" and d.dataset not in ("demo", "flowclips"):  # "both", "direction", "class": demo labels
         raise ConfigError(f"data.label={d.label!r} is for the demo set; use data.label=raw with dataset={d.dataset}")
+    transform: VideoTrainTransform | VideoEvalTransform
     if train:
         transform = VideoTrainTransform(d.crop_size, d.crop_scale, d.aspect_ratio, d.hflip)
     else:
         transform = VideoEvalTransform(d.crop_size, d.eval_short_side)
-    kwargs = dict(sampler=_sampler(d, train), transform=transform, backend=d.decoder)
+    kwargs: dict[str, Any] = dict(sampler=_sampler(d, train), transform=transform, backend=d.decoder)
     if d.dataset == "folder":
         if not source:
             raise ConfigError(f"data.dataset=folder needs {what} (a folder of videos)")
+        assert not isinstance(source, tuple)  # data.root / data.eval_*: one folder
         return VideoFolder(source, **kwargs)
     if not source:
         raise ConfigError(f"data.dataset=index needs {what} (official `path label` index files)")
     return VideoIndex(source, weights, **kwargs)
 
 
-def _train_source_dataset(cfg: VJEPAConfig | VJEPA2Config, sampler: ClipSampler) -> ClipDataset:
+def _train_source_dataset(cfg: VJEPAConfig | VJEPA2Config, sampler: ClipSampler) -> ClipDataset | FlowClipVideos:
     """The training videos read with ``sampler`` (for :func:`jepa_video.baselines.write_frames`)."""
     d = cfg.data
     if d.dataset == "demo":
@@ -636,11 +644,12 @@ def _train_source_dataset(cfg: VJEPAConfig | VJEPA2Config, sampler: ClipSampler)
     if d.dataset == "flowclips":
         return flow_clips(cfg, "train", sampler)
     if d.dataset == "folder":
+        assert d.root is not None  # build_train_data (run first) raised a ConfigError without it
         return VideoFolder(d.root, sampler=sampler, backend=d.decoder)
     return VideoIndex(d.index, sampler=sampler, backend=d.decoder)
 
 
-def eval_tasks(cfg: VJEPAConfig | VJEPA2Config) -> dict | None:
+def eval_tasks(cfg: VJEPAConfig | VJEPA2Config) -> dict[str, Callable[[int], int]] | None:
     """The demo or the flow clips with ``data.label=both``: probe the motion direction and the
     object class of the same clips (``MethodSpec.eval_tasks``)."""
     if cfg.data.dataset in ("demo", "flowclips") and cfg.data.label == "both":
@@ -653,6 +662,7 @@ def build_train_data(cfg: VJEPAConfig | VJEPA2Config, rank: int = 0, world_size:
     step-stamped 3-D multi-block mask collator (masks drawn for the global batch, a function of
     seed, step and slot, unless ``train.draw_scope=process``)."""
     d = cfg.data
+    ds: Dataset
     if d.dataset == "demo":
         ds = LabelMap(VideoIndex(ensure_demo_videos(cfg, "train"), sampler=_sampler(d, True), backend=d.decoder,
                                  transform=VideoTrainTransform(d.crop_size, d.crop_scale, d.aspect_ratio, d.hflip)),
@@ -667,6 +677,7 @@ def build_train_data(cfg: VJEPAConfig | VJEPA2Config, rank: int = 0, world_size:
         what = "data.root" if d.dataset == "folder" else "data.index"
         ds = _dataset(cfg, source, True, what, d.weights)
         if d.weights is not None:
+            assert isinstance(ds, VideoIndex)  # data.weights needs data.dataset=index (checked above)
             ds = WeightedDraw(ds, ds.sample_weights)
     collate = MultiBlock3DMaskCollator(
         cfg.mask, d.crop_size, d.frames_per_clip, cfg.model.patch_size, cfg.model.tubelet_size,

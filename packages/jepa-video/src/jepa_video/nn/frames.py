@@ -16,6 +16,7 @@ is any modelling *across* frames inside the encoder, which is what a video encod
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from jepa_core.nn.pos_embed import sincos_1d
@@ -50,11 +51,11 @@ class FrameByFrame(nn.Module):
 
     @property
     def blocks(self) -> nn.ModuleList:
-        return self.image_encoder.blocks
+        return cast(nn.ModuleList, self.image_encoder.blocks)
 
     @property
     def norm(self) -> nn.Module:
-        return self.image_encoder.norm
+        return cast(nn.Module, self.image_encoder.norm)
 
     def forward(
         self, clips: torch.Tensor, masks=None, return_layers: Sequence[int] | None = None

@@ -16,6 +16,8 @@ With the official 1:1 pairing (one context and one target mask per call) this is
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from jepa_core.nn.predictor import MaskTokenPredictor
 
@@ -39,7 +41,8 @@ class _VideoPredictor(MaskTokenPredictor):
         )
         self.grid = grid
 
-    def mask_token(self, mask_index: int) -> torch.Tensor:
+    # the base's single ``mask_token`` Parameter exists only with num_mask_tokens=None, never here
+    def mask_token(self, mask_index: int) -> torch.Tensor:  # type: ignore[override]
         """``mask_tokens[mask_index mod num_mask_tokens]``, the official indexing."""
         return self.query_token(mask_index)
 
@@ -139,7 +142,7 @@ def _encoder_width(encoder: str | int) -> int:
 def vjepa_predictor(encoder: str | int = "vit_large", **kwargs) -> VJEPAPredictor:
     """V-JEPA predictor for an encoder size (name or width): heads = encoder heads
     (jepa:src/models/predictor.py, jepa:configs/pretrain/vitl16.yaml ``pred_depth 12``, ``pred_embed_dim 384``)."""
-    opts = dict(embed_dim=_encoder_width(encoder))
+    opts: dict[str, Any] = dict(embed_dim=_encoder_width(encoder))
     if isinstance(encoder, str):
         opts["num_heads"] = VIDEO_VIT_SIZES[encoder][2]
     opts.update(kwargs)
@@ -149,6 +152,6 @@ def vjepa_predictor(encoder: str | int = "vit_large", **kwargs) -> VJEPAPredicto
 def vjepa2_predictor(encoder: str | int = "vit_large", **kwargs) -> VJEPA2Predictor:
     """V-JEPA 2 predictor for an encoder size: 384 wide, 12 deep, 12 heads, 10 mask tokens
     (vjepa2:src/hub/backbones.py)."""
-    opts = dict(embed_dim=_encoder_width(encoder))
+    opts: dict[str, Any] = dict(embed_dim=_encoder_width(encoder))
     opts.update(kwargs)
     return VJEPA2Predictor(**opts)

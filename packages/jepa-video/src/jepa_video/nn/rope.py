@@ -195,7 +195,8 @@ class RoPEBlock(Block):
         fix_tiling: bool = False,
     ):
         super().__init__(dim, num_heads, mlp_ratio, qkv_bias, drop_path)
-        self.attn = RoPEAttention(dim, num_heads, qkv_bias, fix_tiling)
+        # replaces Block's Attention (a different forward: ids / grid_hw); Block.forward is overridden too
+        self.attn = RoPEAttention(dim, num_heads, qkv_bias, fix_tiling)  # type: ignore[assignment]
 
     def forward(  # type: ignore[override]
         self,

@@ -131,12 +131,12 @@ class VideoVisionTransformer(MaskedEncoder):
         self.grid = grid
         self.uniform_power, self.use_rope = uniform_power, use_rope
 
-    def position_table(self, frames: int, grid_h: int, grid_w: int) -> torch.Tensor:
-        """The sin-cos table ``[1, T' H' W', D]`` for a token grid (the stored one for the nominal
-        grid, else recomputed exactly; see the class docstring)."""
+    def position_table(self, *grid: int) -> torch.Tensor:
+        """The sin-cos table ``[1, T' H' W', D]`` for a token grid ``(frames, grid_h, grid_w)``
+        (the stored one for the nominal grid, else recomputed exactly; see the class docstring)."""
         if self.pos_embed is None:
             raise RuntimeError("this encoder uses RoPE and has no additive position table")
-        return super().position_table(frames, grid_h, grid_w)
+        return super().position_table(*grid)
 
 
 # name: (embed_dim, depth, num_heads, mlp_ratio). V-JEPA sizes equal I-JEPA's
