@@ -193,3 +193,14 @@ def test_attentive_form_is_checked_by_the_probes_evaluator():
     with pytest.raises(ConfigError, match="attentive_form"):
         evaluate_encoders.check_config(SimpleNamespace(eval=bad))
     evaluate_encoders.check_config(SimpleNamespace(eval=EvalConfig(attentive_form="vjepa")))
+
+
+def test_empty_tasks_mean_one_untitled_table(tmp_path):
+    """``tasks={}`` is "no tasks", as ``None``: one untitled table and the files in out_dir
+    itself (it used to write a "### None" section and fail on the task's folder name)."""
+    train, test = _tiny_images(20, seed=1), _tiny_images(10, seed=2)
+    cfg = EvalConfig(batch_size=16, knn_k=(3,), random_baseline=False, raw_baseline=False)
+    none = probe_encoders({"row tokens": RowTokens()}, train, test, cfg, out_dir=tmp_path / "a")
+    empty = probe_encoders({"row tokens": RowTokens()}, train, test, cfg, tasks={}, out_dir=tmp_path / "b")
+    assert "None" not in empty["markdown"] and empty["markdown"] == none["markdown"]
+    assert (tmp_path / "b" / "results.json").is_file() and not (tmp_path / "b" / "none").exists()
