@@ -129,6 +129,23 @@ def test_hidden_backend_is_unavailable_with_a_clear_error(monkeypatch, h264_vide
     assert default_backend() in ("torchcodec", "pyav")
 
 
+def test_torchcodec_without_ffmpeg_is_unavailable_not_picked(monkeypatch, h264_video):
+    # torchcodec >= 0.17 imports without FFmpeg and only records the failed load
+    # (_core.ops._FFMPEG_AVAILABLE = False); picking it then failed every sample.
+    import types
+
+    fake = {name: types.ModuleType(name) for name in ("torchcodec", "torchcodec.decoders",
+                                                       "torchcodec._core", "torchcodec._core.ops")}
+    fake["torchcodec._core.ops"]._FFMPEG_AVAILABLE = False  # type: ignore[attr-defined]
+    for name, module in fake.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(decoders, "_TORCHCODEC_FAILED", [])
+    assert "torchcodec" not in available_backends() and default_backend() == "pyav"
+    assert open_video(h264_video).backend == "pyav"
+    with pytest.raises(ValueError, match="'torchcodec' is not available here .*FFmpeg"):
+        open_video(h264_video, "torchcodec")
+
+
 def test_auto_takes_the_first_available_in_order_and_the_env_var_overrides(monkeypatch, h264_video):
     avail = available_backends()
     assert default_backend() == [b for b in AUTO_ORDER if b in avail][0]

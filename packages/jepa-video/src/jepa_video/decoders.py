@@ -720,9 +720,13 @@ def _probe_torchcodec() -> bool:
     if _TORCHCODEC_FAILED:
         return False  # loading is slow to fail (it tries FFmpeg 9 down to 4): remember it
     try:
-        # The import succeeds without FFmpeg; loading the core library is what fails.
+        # The import succeeds without FFmpeg; loading the core library is what fails. Up to
+        # 0.16 importing ``_core`` loaded it; from 0.17 a failed load is only recorded
+        # (``ops._FFMPEG_AVAILABLE``) and every decode then raises.
         importlib.import_module("torchcodec.decoders")
-        from torchcodec import _core  # noqa: F401
+        ops = importlib.import_module("torchcodec._core.ops")
+        if getattr(ops, "_FFMPEG_AVAILABLE", True) is False:
+            raise OSError("torchcodec could not load FFmpeg's libraries (it needs FFmpeg 4-9 installed)")
     except Exception as err:  # noqa: BLE001
         _TORCHCODEC_FAILED.append(f"{type(err).__name__}: {err}".splitlines()[0])
         return False
