@@ -10,9 +10,11 @@ import pytest
 from jepa_video.datasets import read_index
 from jepa_video.demo_data import (
     DIRECTIONS,
+    clutter_background,
     load_sprites,
     make_demo_videos,
     read_demo_meta,
+    render_clip,
     split_label,
 )
 
@@ -95,3 +97,60 @@ def test_balanced_labels_speeds_and_codec(tmp_path):
     assert c[-1, 0] - c[0, 0] == pytest.approx(2.5 * 7, abs=1.0)
     with pytest.raises(ValueError, match="room"):
         make_demo_videos(tmp_path / "x", 2, frames=16, size=32, sprite_size=14, speeds=(2.0,))
+
+
+def test_render_clip_over_a_background_covers_it_only_with_the_sprite():
+    rng = np.random.default_rng(0)
+    background = rng.integers(1, 256, (32, 32)).astype(np.uint8)
+    sprite = np.zeros((14, 14), np.uint8)
+    sprite[3:11, 5:9] = 200  # opaque inside, a transparent black surround
+    clip = render_clip(sprite, 7, 1.0, 5, 32, 2, 3, background=background)  # down-right
+    for t in range(5):
+        expected = background.copy()
+        expected[3 + t + 3 : 3 + t + 11, 2 + t + 5 : 2 + t + 9] = 200
+        np.testing.assert_array_equal(clip[t], expected)
+    assert int(render_clip(sprite, 7, 1.0, 5, 32, 2, 3)[0].sum()) == int(sprite.sum())  # black canvas
+    with pytest.raises(ValueError, match="32x32"):
+        render_clip(sprite, 0, 1.0, 5, 32, 2, 3, background=background[:16])
+
+
+def test_clutter_keeps_the_clips_draws_and_only_the_object_moves(tmp_path):
+    plain = make_demo_videos(tmp_path / "plain", 8, sprites="test", seed=3)
+    busy = make_demo_videos(tmp_path / "busy", 8, sprites="test", clutter=3, seed=3)
+    assert plain.read_text() == busy.read_text()
+    meta = read_demo_meta(busy.parent)
+    assert meta == read_demo_meta(plain.parent)  # same object, path and labels
+    images, _ = load_sprites("test")
+    for m in meta:
+        plain_frames = _decode(plain.parent / m["path"])[0].astype(np.int16).mean(-1)
+        busy_frames = _decode(busy.parent / m["path"])[0].astype(np.int16).mean(-1)
+        # the scene outside the object's path is static, and it is not black
+        path_area = np.zeros((32, 32), bool)
+        dx, dy = DIRECTIONS[m["direction"]]
+        for t in range(16):
+            x, y = int(m["x0"] + t * m["speed"] * dx), int(m["y0"] + t * m["speed"] * dy)
+            path_area[max(y - 2, 0) : y + 16, max(x - 2, 0) : x + 16] = True
+        scene = busy_frames[:, ~path_area]
+        assert np.abs(scene - scene[0]).max() < 24  # codec noise only
+        assert (busy_frames[0] > 40).mean() > (plain_frames[0] > 40).mean()
+    scene = clutter_background(images, 2, 32, 14, np.random.default_rng(0))
+    assert scene.shape == (32, 32) and scene.dtype == np.uint8 and (scene > 0).mean() > 0.1
+    np.testing.assert_array_equal(clutter_background(images, 0, 32, 14, np.random.default_rng(0)), 0)
+    with pytest.raises(ValueError, match="clutter must be >= 0"):
+        make_demo_videos(tmp_path / "x", 2, clutter=-1)
+
+
+def test_data_demo_clutter_reaches_the_generated_set(tmp_path):
+    from jepa_video.vjepa import VJEPA_SPEC as SPEC
+    from jepa_video.vjepa import ensure_demo_videos
+
+    def index(*extra):
+        cfg = SPEC.load_config("demo", overrides=[f"data.root={tmp_path}", "data.demo_eval_clips=4", *extra])
+        return ensure_demo_videos(cfg, "test")
+
+    plain, busy = index(), index("data.demo_clutter=2")
+    assert plain.parent.name == "test-n4-f16-s32-v1-seed0"  # folders made before the key keep their names
+    assert busy.parent.name == "test-n4-f16-s32-v1-c2-seed0"
+    assert read_demo_meta(plain.parent) == read_demo_meta(busy.parent)
+    name = read_demo_meta(busy.parent)[0]["path"]
+    assert (_decode(busy.parent / name)[0] > 40).mean() > (_decode(plain.parent / name)[0] > 40).mean()

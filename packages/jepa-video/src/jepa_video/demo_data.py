@@ -35,6 +35,7 @@ __all__ = [
     "CLASS_NAMES",
     "DIRECTIONS",
     "DIRECTION_NAMES",
+    "clutter_background",
     "load_sprites",
     "make_demo_videos",
     "read_demo_meta",
@@ -87,17 +88,41 @@ def _scale_sprite(sprite: np.ndarray, size: int) -> np.ndarray:
 
 
 def render_clip(sprite: np.ndarray, direction: int, speed: float, frames: int, size: int,
-                x0: float, y0: float) -> np.ndarray:
+                x0: float, y0: float, background: np.ndarray | None = None) -> np.ndarray:
     """uint8 ``[frames, size, size]``: ``sprite`` with its top-left corner at
-    ``(x0, y0) + t * speed * DIRECTIONS[direction]`` (rounded to whole pixels) in frame ``t``."""
+    ``(x0, y0) + t * speed * DIRECTIONS[direction]`` (rounded to whole pixels) in frame ``t``.
+
+    ``background`` (uint8 ``[size, size]``, default black) is the static scene behind it; the
+    sprite covers it where the sprite's pixels are non-zero (its black surround is transparent,
+    so no moving box gives the object away)."""
     dx, dy = DIRECTIONS[direction]
     s = sprite.shape[0]
-    out = np.zeros((frames, size, size), np.uint8)
+    if background is not None and background.shape != (size, size):
+        raise ValueError(f"background must be {size}x{size}, got {tuple(background.shape)}")
+    out = np.zeros((frames, size, size), np.uint8) if background is None else np.repeat(
+        background.astype(np.uint8)[None], frames, axis=0)
+    opaque = sprite > 0
     for t in range(frames):
         x, y = int(round(x0 + t * speed * dx)), int(round(y0 + t * speed * dy))
         if not (0 <= x <= size - s and 0 <= y <= size - s):
             raise ValueError(f"frame {t}: the sprite at ({x}, {y}) leaves the {size}x{size} canvas")
-        out[t, y : y + s, x : x + s] = sprite
+        region = out[t, y : y + s, x : x + s]
+        region[opaque] = sprite[opaque]
+    return out
+
+
+def clutter_background(images: np.ndarray, count: int, size: int, sprite_size: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    """A static uint8 ``[size, size]`` scene of ``count`` sprites drawn from ``images`` (any
+    class), each scaled to ``sprite_size`` and pasted at a random place (later ones on top,
+    black surround transparent), as bright as the moving object: only motion tells them apart."""
+    out = np.zeros((size, size), np.uint8)
+    room = size - sprite_size
+    for _ in range(count):
+        sprite = _scale_sprite(images[int(rng.integers(len(images)))], sprite_size)
+        x, y = (int(v) for v in rng.integers(0, room + 1, size=2))
+        region = out[y : y + sprite_size, x : x + sprite_size]
+        region[sprite > 0] = sprite[sprite > 0]
     return out
 
 
@@ -179,6 +204,7 @@ def make_demo_videos(
     fps: int = 8,
     codec: str = "h264",
     sprites: str = "all",
+    clutter: int = 0,
     seed: int = 0,
 ) -> Path:
     """Write ``n_clips`` moving-sprite mp4 files into ``out_dir`` and return the path of their
@@ -189,9 +215,16 @@ def make_demo_videos(
     ``speeds``) and start point (so the whole path stays on the canvas) are drawn from
     ``seed`` too. ``out_dir/meta.csv`` lists path, object_class, class_name, direction,
     direction_name, speed, x0, y0, sprite_index (into ``load_sprites(sprites)``).
+
+    ``clutter`` > 0 puts the object in front of a static scene of that many other sprites
+    (:func:`clutter_background`, drawn per clip from a second stream of ``seed``, so the
+    object, path and labels are the same as with ``clutter=0``): the object then differs from
+    the scene only by moving, so a probe must find it by its motion.
     """
     if n_clips < 1:
         raise ValueError("n_clips must be >= 1")
+    if clutter < 0:
+        raise ValueError(f"clutter must be >= 0 (static sprites behind the moving one), got {clutter}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images, labels = load_sprites(sprites)
@@ -201,6 +234,7 @@ def make_demo_videos(
             raise ValueError(f"speed {v} over {frames} frames travels {v * (frames - 1):g} px, but a "
                              f"{sprite_size}-px sprite on a {size}-px canvas has {room} px of room")
     rng = np.random.default_rng(seed)
+    scene_rng = np.random.default_rng([seed, 1])  # its own stream: clutter leaves the clips' draws alone
     n_dir = len(DIRECTIONS)
     combos = rng.permutation(np.resize(np.arange(10 * n_dir), n_clips))
     scaled: dict[int, np.ndarray] = {}
@@ -218,7 +252,8 @@ def make_demo_videos(
         for d in (dx, dy):
             lo, hi = (0.0, room - travel) if d > 0 else (travel, float(room)) if d < 0 else (0.0, float(room))
             start.append(int(rng.integers(int(np.ceil(lo)), int(np.floor(hi)) + 1)))
-        clip = render_clip(scaled[k], direction, speed, frames, size, *start)
+        background = clutter_background(images, clutter, size, sprite_size, scene_rng) if clutter else None
+        clip = render_clip(scaled[k], direction, speed, frames, size, start[0], start[1], background=background)
         name = f"clip_{i:05d}.mp4"
         write_video(out / name, clip, fps=fps, codec=codec)
         rows.append((name, combo))

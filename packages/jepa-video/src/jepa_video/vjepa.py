@@ -91,7 +91,7 @@ __all__ = [
     weights=">=0", frames_per_clip=">=1", frame_step=">=1", fps=">0", duration=">0", num_clips=">=1",
     crop_size=">=1", crop_scale="(0,1] ordered", aspect_ratio=">0 ordered", hflip="[0,1]", eval_short_side=">=1",
     batch_size=">=1", num_workers=">=0", demo_clips=">=1", demo_eval_clips=">=1", demo_frames=">=1",
-    demo_size=">=1", demo_speeds=">0", demo_seed=">=0", flow_objects=">=1", flow_object_speed=">=1",
+    demo_size=">=1", demo_speeds=">0", demo_seed=">=0", demo_clutter=">=0", flow_objects=">=1", flow_object_speed=">=1",
     flow_camera_speed=">=0", flow_texture=">=0",
 )
 @dataclass
@@ -142,6 +142,9 @@ class VideoDataConfig:
     demo_size: int = 32
     demo_speeds: tuple[float, ...] = (1.0,)
     demo_seed: int = 0
+    # static sprites behind the moving one (make_demo_videos' clutter): 0 = black canvas; with
+    # clutter only motion tells the object from the scene
+    demo_clutter: int = 0
     # flow-clip set (dataset=flowclips; demo_clips / demo_eval_clips / demo_frames / demo_size /
     # demo_seed give its size and seed): jepa_video.flow_data.render_clip's scene. Speeds are
     # the largest |v| of the integer velocities (px per rendered frame): 1.5 gives the 8
@@ -581,7 +584,8 @@ def demo_dir(cfg: VJEPAConfig | VJEPA2Config, split: str = "train") -> Path:
         base = Path("runs") / ".jepa_video_demo"
     n = d.demo_clips if split == "train" else d.demo_eval_clips
     speeds = "-".join(f"{s:g}" for s in d.demo_speeds)
-    return base / f"{split}-n{n}-f{d.demo_frames}-s{d.demo_size}-v{speeds}-seed{d.demo_seed}"
+    clutter = f"-c{d.demo_clutter}" if d.demo_clutter else ""  # old folders keep their names
+    return base / f"{split}-n{n}-f{d.demo_frames}-s{d.demo_size}-v{speeds}{clutter}-seed{d.demo_seed}"
 
 
 def ensure_demo_videos(cfg: VJEPAConfig | VJEPA2Config, split: str = "train") -> Path:
@@ -599,7 +603,7 @@ def ensure_demo_videos(cfg: VJEPAConfig | VJEPA2Config, split: str = "train") ->
     seed = d.demo_seed if split == "train" else d.demo_seed + 1
     log.info("writing %d demo clips to %s", n, out)
     make_demo_videos(tmp, n, frames=d.demo_frames, size=d.demo_size, speeds=tuple(d.demo_speeds),
-                     sprites=split, seed=seed)
+                     sprites=split, clutter=d.demo_clutter, seed=seed)
     try:
         tmp.rename(out)
     except OSError:  # another process finished first
