@@ -102,3 +102,39 @@ def test_ijepa_baseline_is_not_trained_inside_a_multi_process_run(monkeypatch, t
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert frame_baseline(_cfg("baseline.image_encoder=ijepa"), "cpu", tmp_path) == {}
     assert "jepa eval" in caplog.text and not (tmp_path / "image_baseline").exists()
+
+
+def test_ijepa_baseline_takes_baseline_frames_per_clip(monkeypatch, demo_root, tmp_path):
+    """baseline.frames_per_clip replaces the (frozen) sampler's frames per clip; it used to
+    raise FrozenInstanceError before any frame was written."""
+    try:
+        registry.get_method("ijepa")
+    except ConfigError:
+        pytest.skip("jepa-image is not installed (per-package session): the baseline is skipped")
+    import jepa_core.run as run
+    import jepa_video.baselines as baselines
+    from jepa_core.nn import VisionTransformer
+
+    image = VisionTransformer(img_size=32, patch_size=4, embed_dim=96, depth=1, num_heads=4)
+    seen: dict = {}
+
+    def fake_write_frames(dataset, out, max_clips=None):
+        seen["frames_per_clip"] = dataset.sampler.frames_per_clip
+        return 0
+
+    class Model:
+        def eval_encoder(self):
+            return image
+
+    def fake_pretrain(method, preset, config, overrides, run_dir, resume):
+        seen["pretrain"] = (method, preset, run_dir)
+
+    monkeypatch.setattr(baselines, "write_frames", fake_write_frames)
+    monkeypatch.setattr(run, "pretrain", fake_pretrain)
+    monkeypatch.setattr(run, "load_run", lambda path: {"model": Model()})
+    cfg = _cfg(f"data.root={demo_root}", "data.demo_clips=16", "data.demo_eval_clips=8",
+               "baseline.image_encoder=ijepa", "baseline.frames_per_clip=2")
+    [(name, enc)] = frame_baseline(cfg, "cpu", tmp_path).items()
+    assert seen["frames_per_clip"] == 2 and cfg.data.frames_per_clip == 8  # the video run's sampler is untouched
+    assert seen["pretrain"][0] == "ijepa" and seen["pretrain"][2] == tmp_path / "image_baseline" / "run"
+    assert "ijepa on frames" in name and isinstance(enc, FrameByFrame)
