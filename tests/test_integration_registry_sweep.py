@@ -53,3 +53,25 @@ def test_demo_preset_takes_a_step(method):
     for name, module in model.trainable_modules().items():
         grads = [p.grad for p in module.parameters() if p.requires_grad]
         assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+GPU_DEMOS = [m for m in registry.methods() if "demo_gpu" in registry.get_method(m).preset_paths()]
+
+
+def test_gpu_demo_presets_exist_for_the_image_and_video_demos():
+    assert {"ijepa", "lejepa", "vjepa", "vjepa2"} <= set(GPU_DEMOS)
+
+
+@pytest.mark.parametrize("method", GPU_DEMOS)
+def test_gpu_demo_is_the_cpu_demo_scaled_up(method):
+    """``demo_gpu`` (``base: demo``) keeps the demo's model, masks or views and learning rate,
+    which were measured on CPU, and only lengthens the run and moves it to CUDA."""
+    spec = registry.get_method(method)
+    cpu, gpu = spec.load_config("demo"), spec.load_config("demo_gpu")
+    assert gpu.train.device == "cuda" and gpu.train.precision == "bf16"
+    assert gpu.model == cpu.model and gpu.optim.lr == cpu.optim.lr
+    for section in ("mask", "views", "loss"):
+        if hasattr(cpu, section):
+            assert getattr(gpu, section) == getattr(cpu, section), section
+    steps = lambda c: c.optim.epochs * getattr(c.data, "demo_clips", 1)  # noqa: E731
+    assert steps(gpu) >= 8 * steps(cpu)

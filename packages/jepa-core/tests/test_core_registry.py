@@ -59,3 +59,34 @@ def test_load_config_file_then_overrides(tmp_path):
 def test_unknown_preset_lists_none():
     with pytest.raises(ConfigError, match="unknown preset"):
         _spec().load_config(preset="big")
+
+
+def test_preset_base_merges_the_named_preset_under_its_keys(tmp_path, monkeypatch):
+    spec = _spec("coretest_base")
+    files = {
+        "demo": "optim:\n  lr: 1.0e-4\n  epochs: 3\ntrain:\n  seed: 4\n",
+        "demo_gpu": "base: demo\noptim:\n  epochs: 50\ntrain:\n  device: cuda\n",
+        "demo_gpu_long": "base: demo_gpu\noptim:\n  epochs: 200\n",
+        "loop_a": "base: loop_b\n",
+        "loop_b": "base: loop_a\n",
+        "bad": "base: [demo]\n",
+        "orphan": "base: nope\n",
+    }
+    for name, text in files.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    monkeypatch.setattr(spec, "preset_paths", lambda: {n: tmp_path / f"{n}.yaml" for n in files})
+    gpu = spec.load_config("demo_gpu")
+    assert (gpu.optim.lr, gpu.optim.epochs, gpu.train.seed, gpu.train.device) == (1e-4, 50, 4, "cuda")
+    assert gpu.preset == "demo_gpu"
+    long = spec.load_config("demo_gpu_long", overrides=["train.seed=7"])
+    assert (long.optim.lr, long.optim.epochs, long.train.device, long.train.seed) == (1e-4, 200, "cuda", 7)
+    user = tmp_path / "mine.yaml"
+    user.write_text("base: demo\noptim:\n  lr: 3.0e-4\n")  # a user's file may start from a preset too
+    mine = spec.load_config(file=user)
+    assert (mine.optim.lr, mine.optim.epochs, mine.train.seed) == (3e-4, 3, 4)
+    with pytest.raises(ConfigError, match=r"cycle \(loop_a -> loop_b -> loop_a\)"):
+        spec.load_config("loop_a")
+    with pytest.raises(ConfigError, match="'base' names one preset"):
+        spec.load_config("bad")
+    with pytest.raises(ConfigError, match="unknown preset 'nope'.*valid presets: .*demo_gpu"):
+        spec.load_config("orphan")

@@ -193,8 +193,8 @@ def test_vjepa2_official_presets():
 def test_methods_registered():
     assert {"vjepa", "vjepa2"} <= set(registry.methods())
     assert registry.get_method("vjepa") is VJEPA_SPEC and registry.get_method("vjepa2") is VJEPA2_SPEC
-    assert set(VJEPA_SPEC.preset_paths()) == {"demo", "demo_flowclips", "vitl16", "vith16", "vith16_384"}
-    assert set(VJEPA2_SPEC.preset_paths()) == {"demo", "vitl16", "vith16", "vitg16", "vitg16_384_cooldown"}
+    assert set(VJEPA_SPEC.preset_paths()) == {"demo", "demo_gpu", "demo_flowclips", "vitl16", "vith16", "vith16_384"}
+    assert set(VJEPA2_SPEC.preset_paths()) == {"demo", "demo_gpu", "vitl16", "vith16", "vitg16", "vitg16_384_cooldown"}
 
 
 @pytest.fixture(scope="module")

@@ -122,19 +122,19 @@ class MethodSpec:
         self, preset: str | None = None, file: str | Path | None = None, overrides: list[str] | None = None
     ) -> BaseConfig:
         """Preset (default: ``default_preset``, when the method has presets and no ``file`` is
-        given), then a YAML file, then dotted overrides."""
+        given), then a YAML file, then dotted overrides.
+
+        A preset or file may start from another preset of the method with a top-level
+        ``base: <preset>`` (e.g. ``demo_gpu`` is ``demo`` with a longer schedule); its own keys
+        are merged over the base's, recursively."""
         data: dict = {}
         presets = self.preset_paths()
         if preset is None and file is None and presets:
             preset = self.default_preset
         if preset:
-            if preset not in presets:
-                raise ConfigError(
-                    f"unknown preset {preset!r} for method {self.name!r}; valid presets: {', '.join(presets) or 'none'}"
-                )
-            data = load_yaml(presets[preset])
+            data = self._preset_data(preset, presets)
         if file:
-            data = deep_merge(data, load_yaml(file))
+            data = deep_merge(data, self._with_base(load_yaml(file), str(file), presets, ()))
         if overrides:
             data = deep_merge(data, parse_overrides(overrides))
         data.setdefault("method", self.name)
@@ -142,6 +142,24 @@ class MethodSpec:
         if data["method"] != self.name:
             raise ConfigError(f"config is for method {data['method']!r}, not {self.name!r}")
         return from_dict(self.config_cls, data)
+
+
+    def _preset_data(self, preset: str, presets: dict[str, Path], chain: tuple[str, ...] = ()) -> dict:
+        if preset not in presets:
+            raise ConfigError(
+                f"unknown preset {preset!r} for method {self.name!r}; valid presets: {', '.join(presets) or 'none'}"
+            )
+        return self._with_base(load_yaml(presets[preset]), f"preset {preset!r}", presets, (*chain, preset))
+
+    def _with_base(self, data: dict, what: str, presets: dict[str, Path], chain: tuple[str, ...]) -> dict:
+        base = data.pop("base", None)
+        if base is None:
+            return data
+        if not isinstance(base, str):
+            raise ConfigError(f"{what}: 'base' names one preset of {self.name!r}, got {base!r}")
+        if base in chain:
+            raise ConfigError(f"{what}: 'base: {base}' makes a cycle ({' -> '.join((*chain, base))})")
+        return deep_merge(self._preset_data(base, presets, chain), data)
 
 
 def register_method(spec: MethodSpec) -> None:
