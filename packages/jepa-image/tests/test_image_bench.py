@@ -36,6 +36,9 @@ def test_masks_ema_and_data_cases():
     assert row.theirs > 0 and row.speedup > 0  # the official loop is inline: always compared
     (row,) = bench.case_data(ctx)
     assert row.note.endswith("images/s")
+    from dataclasses import replace
+
+    assert bench.case_data(replace(ctx, methods=("vjepa",))) == []  # I-JEPA's loader, not asked for
 
 
 def test_model_and_batch_of_a_size():

@@ -43,6 +43,9 @@ def test_masks_and_data_cases():
     assert all(r.ours > 0 and r.theirs is None for r in rows)
     rows = bench.case_data(ctx)
     assert rows and all(r.note.endswith("clips/s") for r in rows)
+    from dataclasses import replace
+
+    assert bench.case_data(replace(ctx, methods=("iwm",))) == []  # --methods iwm: no video rows
 
 
 @pytest.mark.parametrize("method", ["vjepa", "vjepa2"])

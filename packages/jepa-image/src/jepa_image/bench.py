@@ -140,6 +140,9 @@ def case_ema(ctx: Context) -> list[Row]:
 def case_data(ctx: Context) -> list[Row]:
     from jepa_image.ijepa import IJEPAConfig, build_train_data
 
+    if not ctx.wants("ijepa"):  # I-JEPA's loader and mask collator
+        return []
+
     cfg = IJEPAConfig()
     cfg.data.dataset, cfg.data.image_size, cfg.model.patch_size = "fashion_mnist_demo", 28, 4
     cfg.mask.min_keep = 4
