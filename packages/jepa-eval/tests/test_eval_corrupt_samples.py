@@ -128,3 +128,12 @@ def test_clean_evaluation_keeps_its_keys():
     assert set(out) == {"results", "markdown"}
     assert all("skipped_corrupt" not in r for r in out["results"].values())
     assert "corrupt" not in out["markdown"]
+
+
+def test_progress_false_silences_the_extraction_bars(capsys):
+    cfg = dataclasses.replace(CFG, protocols=("linear",))
+    for progress in (True, False):
+        with torch.random.fork_rng():
+            probe_encoders(_encoders(), Images(40, seed=1), Images(20, seed=2), cfg, seed=0, progress=progress)
+        err = capsys.readouterr().err
+        assert ("features" in err and "it/s" in err) if progress else "it/s" not in err, err[-300:]

@@ -79,7 +79,7 @@ def evaluate_encoders(spec, cfg, model, device: torch.device | str = "cpu", out_
     out = probe_encoders(encoders, train_set, test_set, ev, device=device, seed=cfg.train.seed,
                          out_dir=out_dir, run_dir=run_dir, tasks=tasks or None,
                          max_bad_fraction=getattr(cfg.train, "max_bad_fraction", DEFAULT_MAX_BAD_FRACTION),
-                         dense_data=dense_data)
+                         dense_data=dense_data, progress=getattr(cfg.train, "progress", True))
     out["title"] = "Evaluation (frozen encoders)"
     return out
 
@@ -123,6 +123,7 @@ def probe_encoders(
     tasks: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     max_bad_fraction: float | None = DEFAULT_MAX_BAD_FRACTION,
     dense_data: tuple | None = None,
+    progress: bool = True,
 ) -> dict:
     """Run ``cfg.protocols`` (a :class:`jepa_core.config.EvalConfig`) on every encoder and, when
     ``cfg.raw_baseline``, on the raw inputs. Features are extracted once per encoder and split.
@@ -148,6 +149,9 @@ def probe_encoders(
     are each row's ``"dense"`` entry (the same in every task's rows), its tables a section of the
     markdown, its PNG ``dense_masks.png``. ``train_set`` / ``test_set`` may be None when
     ``dense`` is the only protocol.
+    ``progress``: feature-extraction progress bars (``evaluate_encoders`` passes
+    ``train.progress``, so ``train.progress=false`` silences the probes' bars too).
+
     Returns ``{"results": {encoder: {metric: value}}, "markdown": table}`` (without tasks)."""
     _check_eval(cfg)
     protocols = list(cfg.protocols)
@@ -203,7 +207,7 @@ def probe_encoders(
                 feats = {s: (t.mean(1), y, i) for s, (t, y, i) in tokens.items()}
         if feats is None:
             feats = {s: extract_features(enc, d, cfg.batch_size, device, None, layers, corrupt=bad[s],
-                                         return_indices=True)
+                                         return_indices=True, progress=progress)
                      for s, d in (("train", train_set), ("test", test_set))}
         # A sample found bad by a later pass of this encoder is dropped from its earlier ones too.
         kept = {s: _drop_bad(v, bad[s]) for s, v in feats.items()}
