@@ -77,3 +77,12 @@ def test_real_pytorchvideo_labeled_dataset(tmp_path, demo_videos):
     clips = list(PytorchVideoClips(ds, transform=VideoTrainTransform(16), num_frames=4))
     assert [y for _, y in clips] == [y for _, y in rows]
     assert all(c.shape == (3, 4, 16, 16) for c, _ in clips)
+
+
+def test_missing_pytorchvideo_names_the_extra(monkeypatch):
+    from jepa_core.extras import MissingExtraError
+    from jepa_video import pytorchvideo_adapter
+
+    monkeypatch.setattr(pytorchvideo_adapter, "pytorchvideo_available", lambda: False)
+    with pytest.raises(MissingExtraError, match=r"pip install 'jepa-video\[pytorchvideo\]'"):
+        pytorchvideo_adapter.import_pytorchvideo()

@@ -72,7 +72,10 @@ def install_functional_tensor_shim() -> bool:
 def import_pytorchvideo():
     """``import pytorchvideo`` (with ``.data``) behind the torchvision shim."""
     if not pytorchvideo_available():
-        raise ImportError('pytorchvideo is not installed: pip install "jepa-video[pytorchvideo]"')
+        from jepa_core.extras import MissingExtraError, install_hint
+
+        raise MissingExtraError("the pytorchvideo adapter needs pytorchvideo, which is not installed: "
+                                + install_hint("pytorchvideo", "jepa-video"))
     install_functional_tensor_shim()
     pv = importlib.import_module("pytorchvideo")
     importlib.import_module("pytorchvideo.data")
