@@ -143,7 +143,6 @@ class MethodSpec:
             raise ConfigError(f"config is for method {data['method']!r}, not {self.name!r}")
         return from_dict(self.config_cls, data)
 
-
     def _preset_data(self, preset: str, presets: dict[str, Path], chain: tuple[str, ...] = ()) -> dict:
         if preset not in presets:
             raise ConfigError(
