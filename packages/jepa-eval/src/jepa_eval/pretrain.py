@@ -149,6 +149,7 @@ def probe_encoders(
     are each row's ``"dense"`` entry (the same in every task's rows), its tables a section of the
     markdown, its PNG ``dense_masks.png``. ``train_set`` / ``test_set`` may be None when
     ``dense`` is the only protocol.
+
     ``progress``: feature-extraction progress bars (``evaluate_encoders`` passes
     ``train.progress``, so ``train.progress=false`` silences the probes' bars too).
 
