@@ -46,7 +46,7 @@ for _pkg, _extras in PACKAGES.items():
     def _tests(session: nox.Session, pkg: str = _pkg, extras: list[str] = _extras) -> None:
         extra_args = [a for e in extras for a in ("--extra", e)]
         _sync(session, "--package", pkg, *extra_args, "--no-default-groups", "--group", "test")
-        session.run("pytest", f"packages/{pkg}", *session.posargs)
+        session.run("pytest", f"packages/{pkg}", "--durations=10", *session.posargs)  # slowest tests in the CI log
 
 
 @nox.session(name="tests-integration", python="3.11")
@@ -55,7 +55,7 @@ def tests_integration(session: nox.Session) -> None:
     official comparisons need JEPA_OFFICIAL_* checkouts): every package installed together, as
     `uv run` does."""
     _sync(session, "--all-packages", "--group", "dev")
-    session.run("pytest", "tests", "benchmarks/tests", *session.posargs)
+    session.run("pytest", "tests", "benchmarks/tests", "--durations=10", *session.posargs)
 
 
 # The modules mypy checks in `nox -s lint` (settings: [tool.mypy] in pyproject.toml).

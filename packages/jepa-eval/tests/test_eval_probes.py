@@ -24,7 +24,7 @@ def test_linear_probe_separable_clusters_is_perfect():
     r = linear_probe(xtr, ytr, xte, yte)
     assert r.accuracy == 100.0
     assert r.val_accuracy == 100.0
-    assert r.weight_decay in r.grid and set(r.grid) == {1e-5, 1e-4, 1e-3, 1e-2, 1e-1}
+    assert r.weight_decay in r.grid and set(r.grid) == {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1}
     assert all(0.0 <= v <= 100.0 for v in r.grid.values())
 
 
@@ -89,3 +89,91 @@ def test_standardize_uses_train_statistics():
     # A constant feature does not divide by zero.
     const = torch.ones(10, 2)
     assert torch.isfinite(standardize(const)[0]).all()
+
+
+def _correlated_problem(seed: int = 0, n: int = 600, d: int = 48, c: int = 5):
+    """Features that are noisy mixtures of 6 latent factors (strongly correlated, so L-BFGS needs
+    hundreds of iterations at small L2), labels from two of the factors."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 6, generator=g)
+    x = z @ torch.randn(6, d, generator=g) + 0.05 * torch.randn(n, d, generator=g)
+    y = (z[:, :2] @ torch.randn(2, c, generator=g) + 0.3 * torch.randn(n, c, generator=g)).argmax(1)
+    return standardize(x)[0], y, c
+
+
+def _objective_and_grad(x, y, l2, w):
+    w = w.clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(torch.cat([x, torch.ones(len(x), 1)], 1) @ w, y)
+    loss = loss + 0.5 * l2 * (w[:-1] ** 2).sum()
+    loss.backward()
+    return loss.item(), w.grad
+
+
+def test_logistic_fit_converges_at_small_l2():
+    # Regression: the fit used to stop after 100 L-BFGS iterations, where this problem's
+    # objective is still ~5e-3 above its minimum.
+    from jepa_eval.probes import _fit_logistic
+
+    x, y, c = _correlated_problem()
+    w = _fit_logistic(x, y, c, 1e-5)
+    loss, grad = _objective_and_grad(x, y, 1e-5, w)
+    ref_loss, _ = _objective_and_grad(x, y, 1e-5, _fit_logistic(x, y, c, 1e-5, max_iter=5000))
+    assert grad.abs().max() < 6e-4, grad.abs().max()  # float32: ~1e-4 is where progress stops
+    assert loss - ref_loss < 1e-4, (loss, ref_loss)
+    short_loss, _ = _objective_and_grad(x, y, 1e-5, _fit_logistic(x, y, c, 1e-5, max_iter=100))
+    assert short_loss - ref_loss > 2e-3  # the problem is hard enough to tell the two apart
+
+
+def test_logistic_hand_written_gradient_is_autograd_gradient():
+    # The closure writes the gradient by hand; at a point away from the optimum (one L-BFGS
+    # iteration from zero, then a perturbation) it must equal autograd's.
+    from jepa_eval import probes
+
+    x, y, c = _correlated_problem(seed=3)
+    w0 = torch.randn(x.shape[1] + 1, c, generator=torch.Generator().manual_seed(0))
+    captured = {}
+    original = torch.optim.LBFGS.step
+
+    def one_closure_call(self, closure):
+        closure()
+        captured["grad"] = self.param_groups[0]["params"][0].grad.clone()
+        captured["w"] = self.param_groups[0]["params"][0].detach().clone()
+
+    torch.optim.LBFGS.step = one_closure_call
+    try:
+        probes._fit_logistic(x, y, c, 1e-2, init=w0)
+    finally:
+        torch.optim.LBFGS.step = original
+    assert torch.equal(captured["w"], w0)
+    _, grad = _objective_and_grad(x, y, 1e-2, w0)
+    torch.testing.assert_close(captured["grad"], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_linear_probe_warm_started_path_finds_the_cold_optimum():
+    # L2 > 0 makes the objective strictly convex: warm starts change the route, not the answer.
+    from jepa_eval.probes import _fit_logistic
+
+    x, y, c = _correlated_problem(seed=1)
+    warm = None
+    for l2 in (1e-1, 1e-2, 1e-3):
+        warm = _fit_logistic(x, y, c, l2, init=warm)
+    cold = _fit_logistic(x, y, c, 1e-3)
+    assert (_objective_and_grad(x, y, 1e-3, warm)[0] - _objective_and_grad(x, y, 1e-3, cold)[0]) < 1e-5
+    torch.testing.assert_close(warm, cold, atol=2e-3, rtol=0)
+
+
+def test_linear_probe_stops_the_path_after_two_falls():
+    # Few noisy samples: validation accuracy peaks at strong L2 and falls as L2 weakens, so the
+    # walk (strongest first) stops after two falls in a row instead of fitting the whole grid.
+    x, y, c = _correlated_problem(seed=2, n=80, d=48)
+    x = x + 3.0 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    grid = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    r = linear_probe(x[:60], y[:60], x[60:], y[60:], l2_grid=grid)
+    walked = sorted(r.grid, reverse=True)
+    assert walked == sorted(grid, reverse=True)[: len(walked)]  # strongest first, a prefix
+    accs = [r.grid[k] for k in walked]
+    if len(walked) < len(grid):  # stopped early: exactly because of two falls in a row
+        assert accs[-1] < accs[-2] < accs[-3]
+    else:
+        assert not any(accs[i + 2] < accs[i + 1] < accs[i] for i in range(len(accs) - 2))
+    assert r.weight_decay == max(r.grid, key=lambda k: (r.grid[k], -k))

@@ -470,8 +470,8 @@ def markdown_table(results: dict) -> str:
     ran = {k for r in results.values() for k in r}
     parts = [f"Frozen encoders, mean-pooled last-layer features; {first['train_samples']} training samples."]
     if "linear_probe" in ran:
-        parts.append("Linear probe: logistic regression on standardised features, L2 strength chosen on a 10 % "
-                     "validation split of the training samples.")
+        parts.append("Linear probe: logistic regression on standardised features (L-BFGS to convergence), L2 "
+                     "strength chosen on a 10 % validation split of the training samples.")
     if "knn" in ran:
         parts.append("k-NN: cosine similarity, votes weighted by exp(sim / T).")
     if "lowshot" in ran:
