@@ -204,3 +204,20 @@ def test_empty_tasks_mean_one_untitled_table(tmp_path):
     empty = probe_encoders({"row tokens": RowTokens()}, train, test, cfg, tasks={}, out_dir=tmp_path / "b")
     assert "None" not in empty["markdown"] and empty["markdown"] == none["markdown"]
     assert (tmp_path / "b" / "results.json").is_file() and not (tmp_path / "b" / "none").exists()
+
+
+def test_last_layers_are_recorded_and_named_in_the_table():
+    # Regression: the table's caption said "last-layer features" when the last k were probed.
+    from jepa_core.nn.vit import VisionTransformer
+
+    train, test = _tiny_images(20, seed=1), _tiny_images(10, seed=2)
+    x0 = train[0][0]
+    enc = VisionTransformer(img_size=x0.shape[-1], patch_size=4, in_chans=x0.shape[0], embed_dim=8, depth=3,
+                            num_heads=2)
+    cfg = EvalConfig(batch_size=16, knn_k=(3,), last_layers=2, random_baseline=False)
+    out = probe_encoders({"vit": enc}, train, test, cfg)
+    assert out["results"]["vit"]["last_layers"] == 2 and out["results"]["vit"]["feature_dim"] == 16
+    assert "last_layers" not in out["results"]["raw pixels"]
+    assert "each of the last 2 layers, concatenated" in out["markdown"]
+    plain = probe_encoders({"vit": enc}, train, test, EvalConfig(batch_size=16, knn_k=(3,), random_baseline=False))
+    assert "last_layers" not in plain["results"]["vit"] and "mean-pooled last-layer features" in plain["markdown"]

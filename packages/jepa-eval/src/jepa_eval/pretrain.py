@@ -222,6 +222,8 @@ def probe_encoders(
             task_tokens = None if kept_tokens is None else ((kept_tokens[0][0], ytr), (kept_tokens[1][0], yte))
             sets: tuple[torch.utils.data.Dataset, torch.utils.data.Dataset] = clean if fn is None else (_Relabeled(clean[0], fn), _Relabeled(clean[1], fn))
             r, x = _score(enc, tr_x, ytr, te_x, yte, task_tokens, *sets, cfg, device, seed)
+            if layers > 1:  # only then, so the keys of a last-layer evaluation stay as they were
+                r["last_layers"] = layers
             r["seconds"] = round(extract_seconds + time.perf_counter() - t1, 1)
             if r_dense is not None:
                 r["dense"] = r_dense
@@ -468,7 +470,10 @@ def markdown_table(results: dict) -> str:
     sep = "|---|" + "---:|" * len(cols)
     rows = [f"| {name} | " + " | ".join(cell(r, k) for _, k in cols) + " |" for name, r in results.items()]
     ran = {k for r in results.values() for k in r}
-    parts = [f"Frozen encoders, mean-pooled last-layer features; {first['train_samples']} training samples."]
+    k = max((r.get("last_layers", 1) for r in results.values()), default=1)
+    pooled = "mean-pooled last-layer features" if k == 1 else \
+        f"mean-pooled features of each of the last {k} layers, concatenated (raw pixels: the inputs)"
+    parts = [f"Frozen encoders, {pooled}; {first['train_samples']} training samples."]
     if "linear_probe" in ran:
         parts.append("Linear probe: logistic regression on standardised features (L-BFGS to convergence), L2 "
                      "strength chosen on a 10 % validation split of the training samples.")
