@@ -124,26 +124,22 @@ def test_logistic_fit_converges_at_small_l2():
     assert short_loss - ref_loss > 2e-3  # the problem is hard enough to tell the two apart
 
 
-def test_logistic_hand_written_gradient_is_autograd_gradient():
-    # The closure writes the gradient by hand; at a point away from the optimum (one L-BFGS
-    # iteration from zero, then a perturbation) it must equal autograd's.
+def test_logistic_hand_written_gradient_is_autograd_gradient(monkeypatch):
+    # The closure writes the gradient by hand; at a random point (far from the optimum) it must
+    # equal autograd's. L-BFGS's step is replaced by one closure call to read it.
     from jepa_eval import probes
 
     x, y, c = _correlated_problem(seed=3)
     w0 = torch.randn(x.shape[1] + 1, c, generator=torch.Generator().manual_seed(0))
     captured = {}
-    original = torch.optim.LBFGS.step
 
     def one_closure_call(self, closure):
         closure()
         captured["grad"] = self.param_groups[0]["params"][0].grad.clone()
         captured["w"] = self.param_groups[0]["params"][0].detach().clone()
 
-    torch.optim.LBFGS.step = one_closure_call
-    try:
-        probes._fit_logistic(x, y, c, 1e-2, init=w0)
-    finally:
-        torch.optim.LBFGS.step = original
+    monkeypatch.setattr(torch.optim.LBFGS, "step", one_closure_call)
+    probes._fit_logistic(x, y, c, 1e-2, init=w0)
     assert torch.equal(captured["w"], w0)
     _, grad = _objective_and_grad(x, y, 1e-2, w0)
     torch.testing.assert_close(captured["grad"], grad, rtol=1e-4, atol=1e-6)
@@ -162,18 +158,27 @@ def test_linear_probe_warm_started_path_finds_the_cold_optimum():
     torch.testing.assert_close(warm, cold, atol=2e-3, rtol=0)
 
 
-def test_linear_probe_stops_the_path_after_two_falls():
-    # Few noisy samples: validation accuracy peaks at strong L2 and falls as L2 weakens, so the
-    # walk (strongest first) stops after two falls in a row instead of fitting the whole grid.
-    x, y, c = _correlated_problem(seed=2, n=80, d=48)
-    x = x + 3.0 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
-    grid = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-    r = linear_probe(x[:60], y[:60], x[60:], y[60:], l2_grid=grid)
-    walked = sorted(r.grid, reverse=True)
-    assert walked == sorted(grid, reverse=True)[: len(walked)]  # strongest first, a prefix
-    accs = [r.grid[k] for k in walked]
-    if len(walked) < len(grid):  # stopped early: exactly because of two falls in a row
-        assert accs[-1] < accs[-2] < accs[-3]
-    else:
-        assert not any(accs[i + 2] < accs[i + 1] < accs[i] for i in range(len(accs) - 2))
-    assert r.weight_decay == max(r.grid, key=lambda k: (r.grid[k], -k))
+def test_linear_probe_walks_the_path_warm_and_stops_after_two_falls(monkeypatch):
+    # The path logic alone, with fits that return their L2 and a validation accuracy set per L2:
+    # strongest L2 first, each fit warm-started from the previous one, stop after two falls in a
+    # row (so 1e-4, the best point, is never reached), refit at the best visited point from its fit.
+    from jepa_eval import probes
+
+    val_acc = {1.0: 50.0, 0.1: 80.0, 0.01: 70.0, 1e-3: 60.0, 1e-4: 90.0, 1e-5: 90.0}
+    calls = []
+
+    def fake_fit(x, y, num_classes, l2, max_iter=1000, init=None):
+        calls.append((l2, None if init is None else init.item(), len(x)))
+        return torch.tensor([[l2]], dtype=torch.float64)  # exact, so it keys val_acc
+
+    def fake_predict(w, x):  # labels are all 0: the first acc % of the rows are right
+        right = round(val_acc.get(w.item(), 100.0) / 100 * len(x))
+        return (torch.arange(len(x)) >= right).long()
+
+    monkeypatch.setattr(probes, "_fit_logistic", fake_fit)
+    monkeypatch.setattr(probes, "_predict", fake_predict)
+    y = torch.zeros(100, dtype=torch.long)
+    r = probes.linear_probe(torch.randn(100, 3), y, torch.randn(10, 3), y[:10], l2_grid=tuple(val_acc))
+    assert r.grid == {1.0: 50.0, 0.1: 80.0, 0.01: 70.0, 1e-3: 60.0}
+    assert r.weight_decay == 0.1 and r.val_accuracy == 80.0
+    assert calls == [(1.0, None, 90), (0.1, 1.0, 90), (0.01, 0.1, 90), (1e-3, 0.01, 90), (0.1, 0.1, 100)]

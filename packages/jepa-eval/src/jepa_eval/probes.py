@@ -89,12 +89,12 @@ def linear_probe(
     xf, xv = standardize(train_x[fit_idx], train_x[val_idx])
     grid: dict[float, float] = {}
     fits: dict[float, torch.Tensor] = {}
-    w, falls = None, 0
+    w, prev_acc, falls = None, None, 0
     for l2 in sorted(l2_grid, reverse=True):
         w = _fit_logistic(xf, train_y[fit_idx], num_classes, l2, max_iter, init=w)
         acc = 100.0 * (_predict(w, xv) == train_y[val_idx]).double().mean().item()
-        falls = falls + 1 if grid and acc < grid[min(grid)] else 0
-        grid[l2], fits[l2] = acc, w
+        falls = falls + 1 if prev_acc is not None and acc < prev_acc else 0
+        grid[l2], fits[l2], prev_acc = acc, w, acc
         if falls == 2:
             break
     best = max(grid, key=lambda k: (grid[k], -k))
