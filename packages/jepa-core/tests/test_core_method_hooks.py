@@ -251,3 +251,46 @@ def test_a_run_of_an_older_version_with_a_retired_key_still_loads(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key 'train.inject_nan_steps' .*valid keys: .*"
                                           r"\(NaN injection is a test hook now: Trainer\(loss_hook="):
         from_dict(NoTargetConfig, data)
+
+
+class IdleHeadJEPA(NoTargetJEPA):
+    """A ``head`` that joins the loss only with a zero weight (``0 * p.sum()``, what a method does
+    for a module DDP wraps but this step does not use) and is declared idle."""
+
+    def __init__(self, idle: bool):
+        super().__init__()
+        self.head, self.idle = nn.Linear(4, 4), idle
+
+    def trainable_modules(self):
+        return {"encoder": self.encoder, "predictor": self.predictor, "head": self.head}
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        out["loss"] = out["loss"] + 0.0 * sum(p.sum() for p in self.head.parameters())
+        return out
+
+    def build_optimizer(self, optim_cfg, lr, device):
+        from jepa_core.optim import official_adamw
+
+        return official_adamw(self.trainable_modules(), optim_cfg, lr, device)
+
+    def idle_parameters(self):
+        return list(self.head.parameters()) if self.idle else []
+
+
+@pytest.mark.parametrize("idle", [True, False])
+def test_idle_parameters_get_no_update(tmp_path, idle):
+    """Declared idle: the zero gradients are dropped, AdamW neither decays the head nor keeps
+    state for it (as for a parameter no loss reaches). Not declared: weight decay shrinks it."""
+    torch.manual_seed(0)
+    model = IdleHeadJEPA(idle)
+    before = {k: v.clone() for k, v in model.head.state_dict().items()}
+    tc = TrainConfig(device="cpu", progress=False, log_every=1, checkpoint_every=100, num_threads=1)
+    optim = OptimConfig(epochs=1, warmup=0, lr=0.05, weight_decay=0.1, final_weight_decay=0.1)
+    tr = Trainer(model, PointsDataset(), collate_points, optim, tc, tmp_path, batch_size=8)
+    tr.fit()
+    weight_same = torch.equal(model.head.weight, before["weight"])
+    assert weight_same is idle
+    has_state = [p in tr.optimizer.state for p in model.head.parameters()]
+    assert has_state == [not idle] * 2
+    assert all(p in tr.optimizer.state for p in model.encoder.parameters())

@@ -394,3 +394,14 @@ def test_frame_by_frame_is_an_encoder():
         torch.testing.assert_close(layers[1], fbf(clips), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="masks"):
         fbf(clips, masks=_masks(2, 4, 0))
+
+
+@pytest.mark.parametrize("bad", [None, 0, -1, 2.0, True])
+def test_video_predictors_reject_a_non_positive_int_mask_token_count(bad):
+    for cls in (VJEPAPredictor, VJEPA2Predictor):
+        with pytest.raises(ValueError, match="num_mask_tokens must be a positive int"):
+            cls(img_size=16, num_frames=2, patch_size=8, embed_dim=32, predictor_embed_dim=16, depth=1,
+                num_heads=2, num_mask_tokens=bad)
+    one = VJEPAPredictor(img_size=16, num_frames=2, patch_size=8, embed_dim=32, predictor_embed_dim=16, depth=1,
+                         num_heads=2, num_mask_tokens=1)
+    assert len(one.mask_tokens) == 1 and one.mask_token(5) is one.mask_tokens[0]

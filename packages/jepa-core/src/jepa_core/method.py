@@ -12,6 +12,8 @@ another optimizer overrides a hook, never the Trainer.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -31,7 +33,8 @@ class JEPAMethod(nn.Module):
     - :meth:`target_modules`: targets updated without gradients (none: ``{}``);
     - :meth:`update_target`: called after each optimizer step when there are targets;
     - :meth:`build_optimizer`: the optimizer (default: the official AdamW groups);
-    - :meth:`eval_encoder`: the encoder that evaluators probe.
+    - :meth:`eval_encoder`: the encoder that evaluators probe;
+    - :meth:`idle_parameters`: parameters a step left unused (their gradients are dropped).
     """
 
     encoder: nn.Module
@@ -90,6 +93,15 @@ class JEPAMethod(nn.Module):
         checkpoint of a parent method without this one's extra modules); None: the generic
         message (an architecture change)."""
         return None
+
+    def idle_parameters(self) -> Iterable[nn.Parameter]:
+        """Trainable parameters the last forward left unused on purpose (default: none), e.g. a
+        module that only joins the loss after some epoch. The Trainer sets their gradients to
+        None after the backward pass, so the optimizer leaves them alone as it does in one
+        process: under DDP every wrapped parameter must receive a gradient, so a method feeds
+        such a module a zero one (``0 * p.sum()``), and AdamW would then decay it and advance its
+        moments and step count where a single process does not."""
+        return ()
 
     def eval_encoder(self) -> nn.Module:
         """The encoder to evaluate: the EMA target's module when there is one, as the official

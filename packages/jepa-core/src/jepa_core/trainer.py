@@ -642,6 +642,8 @@ class Trainer:
         non-finite policy, then the optimizer step and the target update, or (skip policy) no
         update at all."""
         step_bad, step_loss, step_extras = self._forward_backward(step, data_iter)
+        for p in self.model.idle_parameters():  # zero gradients DDP needed: no update, as in one process
+            p.grad = None
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         step_bad = self._clip_gradients(step, step_bad)

@@ -178,12 +178,17 @@ class MCJEPA(JEPAMethod):
         super().__init__()
         self.encoder, self.flow_estimator, self.expander = encoder, flow_estimator, expander
         self.loss_cfg = loss
+        self._flow_idle = False  # set by each forward: the step is before flow_start_epoch
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {"encoder": self.encoder, "flow_estimator": self.flow_estimator, "expander": self.expander}
 
     def eval_encoder(self) -> nn.Module:
         return PyramidTokens(self.encoder)
+
+    def idle_parameters(self) -> list[nn.Parameter]:
+        """The flow estimator's parameters while the last step was before ``flow_start_epoch``."""
+        return list(self.flow_estimator.parameters()) if getattr(self, "_flow_idle", False) else []
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """One MC-JEPA step (arXiv 2307.12698, Eq. 7): flow losses on frame pairs (once
@@ -192,12 +197,14 @@ class MCJEPA(JEPAMethod):
         out: dict[str, torch.Tensor] = {}
         loss = batch["views"].new_zeros(())
         world = L.world_size() if self.training else 1  # evaluation on one rank: no collectives
-        if batch.get("epoch", 0) >= c.flow_start_epoch:
+        self._flow_idle = batch.get("epoch", 0) < c.flow_start_epoch
+        if not self._flow_idle:
             flow_loss, out = self.flow_losses(batch["pairs"][:, 0], batch["pairs"][:, 1])
             loss = loss + flow_loss
         elif world > 1:
             # DDP (without find_unused_parameters) needs a gradient for every parameter it
-            # wraps each step: before flow_start_epoch the estimator gets zeros
+            # wraps each step: before flow_start_epoch the estimator gets zeros, which the
+            # Trainer then drops (idle_parameters), so AdamW leaves it alone as in one process
             loss = loss + 0.0 * sum(p.sum() for p in self.flow_estimator.parameters())
         v = batch["views"]
         # VICReg on the global batch (as the official VICReg's FullGatherLayer): the pooled

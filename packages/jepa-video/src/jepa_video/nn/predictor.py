@@ -32,6 +32,11 @@ class _VideoPredictor(MaskTokenPredictor):
     def __init__(self, positions, img_size, num_frames, patch_size, tubelet_size, embed_dim, predictor_embed_dim,
                  depth, num_heads, mlp_ratio, qkv_bias, num_mask_tokens, zero_init_mask_tokens, rescale_init,
                  init_std, sort_tokens=False):
+        if isinstance(num_mask_tokens, bool) or not isinstance(num_mask_tokens, int) or num_mask_tokens < 1:
+            # the base class reads None as "one shared mask_token Parameter" (I-JEPA's layout),
+            # which the video checkpoints never have (their keys are mask_tokens.{i})
+            raise ValueError(f"num_mask_tokens must be a positive int for the video predictors (got "
+                             f"{num_mask_tokens!r}); use 1 for a single learned mask token")
         img = _pair(img_size)
         grid = (num_frames // tubelet_size, img[0] // patch_size, img[1] // patch_size)
         super().__init__(
