@@ -100,6 +100,17 @@ def test_detect_format_names_what_it_found():
         P.detect_format(P.RawCheckpoint("f", {"epoch": 3, "lr": 0.1}, {}, "torch"))
 
 
+def test_a_layout_no_converter_knows_keeps_the_format_error(tmp_path):
+    """A file in none of the generic layouts is shown to the match functions as format "other";
+    when none claims it, `convert` raises what the generic layouts need and how to pick one."""
+    raw = P.RawCheckpoint("f", {"epoch": 3, "lr": 0.1}, {}, "torch")
+    view = P.view_checkpoint(raw)
+    assert view.format == "other" and view.parts == {} and view.encoder == {}
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "x.pt")
+    with pytest.raises(PretrainedError, match=r"holds no JEPA weights.*--method NAME"):
+        P.convert(tmp_path / "x.pt", tmp_path / "y.pt")
+
+
 def test_prefixes_and_qkv():
     sd = {"module.backbone.blocks.0.attn.qkv.weight": torch.zeros(1), "backbone.module.norm.bias": torch.zeros(1),
           "norm.weight": torch.zeros(1)}

@@ -121,3 +121,14 @@ def test_released_b_size_is_recognised_without_hints():
     inferred = djepa_convert.infer_config(sd)
     assert to_dict(inferred)["model"] == to_dict(cfg)["model"]
     assert get_converter("djepa").package == "jepa-image"
+
+
+def test_the_released_layout_is_recognised_without_method(tmp_path):
+    """The released file records no method and matches none of the generic layouts; the D-JEPA
+    converter's match function still claims it, so `jepa convert` needs no --method."""
+    cfg = _tiny_cfg(num_heads=4)
+    net, _ = _released_file(tmp_path / "released.pth", cfg)
+    info = convert(tmp_path / "released.pth", tmp_path / "ours.pt", num_heads=4, pred_num_heads=4)
+    assert info.method == "djepa"
+    model = load_run(tmp_path / "ours.pt")["model"]
+    assert all(torch.equal(model.net.state_dict()[k], v) for k, v in net.state_dict().items())

@@ -663,7 +663,8 @@ ENTRY_POINT_GROUP = "jepa.converters"
 class CheckpointView:
     """A file as every converter's ``match`` function sees it: the generic :func:`detect_format`
     result, the parts in our names where the layout is generic (``official``, ``jepa-*``,
-    ``state_dict``; empty for ``hf``, whose mapping only its converter knows), the converter
+    ``state_dict``; empty for ``hf``, whose mapping only its converter knows, and for
+    ``other``, a layout none of the generic formats describes), the converter
     name a jepa file records, the Hugging Face ``config.json`` (if any) and the flat keys."""
 
     raw: RawCheckpoint
@@ -703,8 +704,14 @@ def recorded_name(raw: RawCheckpoint, fmt: str) -> str:
 
 
 def view_checkpoint(raw: RawCheckpoint, fmt: str | None = None) -> CheckpointView:
-    """Describe ``raw`` for the match functions (see :class:`CheckpointView`)."""
-    fmt = fmt or detect_format(raw)
+    """Describe ``raw`` for the match functions (see :class:`CheckpointView`). A file in none of
+    the generic layouts (e.g. D-JEPA's released ``model`` / ``model_ema``) gets the format
+    ``"other"`` and no parts: only a method's own converter can recognise it."""
+    if fmt is None:
+        try:
+            fmt = detect_format(raw)
+        except PretrainedError:
+            return CheckpointView(raw, "other", {})
     parts = {} if fmt == "hf" else canonical_parts(raw, fmt)[0]
     hf_cfg = raw.meta.get("hf_config")
     return CheckpointView(raw, fmt, parts, recorded_name(raw, fmt), dict(hf_cfg) if isinstance(hf_cfg, Mapping) else {})
@@ -880,6 +887,8 @@ def find_converter(src: str | Path | RawCheckpoint, method: str | None = None) -
     scores = match_converters(view, convs)
     best = max(scores.values(), default=0.0)
     winners = [n for n, sc in scores.items() if sc > 0 and sc == best]
+    if not winners and view.format == "other":
+        detect_format(raw)  # raises: what a generic layout needs, and how to pick a converter
     if not winners:
         raise PretrainedError(
             f"no installed converter recognises {raw.path!r} ({_describe(view)}); installed: {_installed_text(convs)}; "
