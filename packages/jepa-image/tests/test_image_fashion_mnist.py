@@ -93,6 +93,7 @@ def test_reads_idx_files_gzipped_or_not(tmp_path, gz):
     _write_idx(tmp_path / f"t10k-labels-idx1-ubyte{suffix}", labels, gz)
     x, y = D.read_fashion_mnist(tmp_path, "test")
     assert np.array_equal(x, images)
+    assert x.flags.writeable  # torch.as_tensor shares it without the non-writable warning
     assert np.array_equal(y, labels) and y.dtype == np.int64
     with pytest.raises(FileNotFoundError, match="train"):
         D.read_fashion_mnist(tmp_path, "train")
