@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
-import sys
 
 import pytest
 import torch
+from jepa_core.testing import run_pretrain
 
 TINY = [
     "model.encoder=custom", "model.embed_dim=32", "model.depth=2", "model.num_heads=2",
@@ -21,14 +20,8 @@ TINY = [
 ]
 
 
-def _torchrun(nproc: int, run_dir, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", "jepa_core.cli", "pretrain", "ijepa", *TINY, "--run-dir", str(run_dir),
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+def _torchrun(nproc: int, run_dir) -> subprocess.CompletedProcess:
+    return run_pretrain("ijepa", TINY, run_dir, nproc=nproc, timeout=240)
 
 
 def _summaries(stdout: str) -> list[dict]:
@@ -52,7 +45,6 @@ def _check_run(run_dir, world_size: int):
 def test_torchrun_two_processes(tmp_path):
     run = tmp_path / "r"
     proc = _torchrun(2, run)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _check_run(run, world_size=2)
     # Only rank 0 reports (issue #13: quiet non-main ranks); nobody claims to be a single process.
     summaries = _summaries(proc.stdout)
@@ -67,22 +59,14 @@ def test_torchrun_two_processes(tmp_path):
 def test_torchrun_single_process(tmp_path):
     run = tmp_path / "r"
     proc = _torchrun(1, run)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _check_run(run, world_size=1)
     assert len(_summaries(proc.stdout)) == 1
 
 
 def _run(nproc: int, run_dir, batch: int, *extra: str, resume: bool = False) -> subprocess.CompletedProcess:
     """``jepa pretrain ijepa`` on ``nproc`` processes (torchrun on gloo; 0: a plain process)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    launch = [sys.executable] if nproc == 0 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     args = [*TINY, f"data.batch_size={batch}", "optim.max_steps=6", "train.checkpoint_every=3", *extra]
-    cmd = [*launch, "-m", "jepa_core.cli", "pretrain", "ijepa", *args, "--run-dir", str(run_dir)]
-    proc = subprocess.run(cmd + (["--resume"] if resume else []), capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return run_pretrain("ijepa", args, run_dir, nproc=nproc, resume=resume)
 
 
 def _state(run_dir) -> dict[str, torch.Tensor]:

@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from jepa_core.testing import run_pretrain
 
 TINY = [
     "data.frames_per_clip=4", "data.crop_size=32", "data.num_workers=0", "data.demo_clips=16",
@@ -20,14 +17,7 @@ TINY = [
 
 
 def _run(nproc: int, run_dir, demo_root, batch: int) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    launch = [sys.executable] if nproc == 0 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd = [*launch, "-m", "jepa_core.cli", "pretrain", "vjepa", *TINY, f"data.root={demo_root}",
-           f"data.batch_size={batch}", "--run-dir", str(run_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_pretrain("vjepa", [*TINY, f"data.root={demo_root}", f"data.batch_size={batch}"], run_dir, nproc=nproc)
 
 
 def _model(run_dir) -> dict[str, torch.Tensor]:
